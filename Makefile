@@ -1,7 +1,7 @@
 # specd — one non-recursive Makefile. `make help` lists the targets.
 #
 # Variables you may override: CC, NVCC, CUDA_ARCH, SANITIZE (e.g. address,undefined), BUILD,
-# OPT, CUDA (1 builds the CUDA backend in kernels/ once it exists).
+# OPT, MARCH (default -march=native; use -march=x86-64-v3 for binaries that run elsewhere), CUDA (1 builds the CUDA backend in kernels/ once it exists).
 
 CC        ?= cc
 NVCC      ?= nvcc
@@ -9,11 +9,12 @@ CUDA_ARCH ?= sm_90
 CUDA      ?= 0
 BUILD     ?= build
 OPT       ?= -O2
+MARCH     ?= -march=native
 SANITIZE  ?=
 FUZZ_SECONDS ?= 30
 
 CPPFLAGS += -I. -D_GNU_SOURCE
-CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Werror -pthread -MMD -MP $(EXTRA_CFLAGS)
+CFLAGS   += -std=c11 $(OPT) $(MARCH) -g -Wall -Wextra -Werror -pthread -MMD -MP $(EXTRA_CFLAGS)
 LDFLAGS  += -pthread
 ifneq ($(SANITIZE),)
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -28,7 +29,7 @@ SERVICE_LIBS := -lzmq -lmsgpackc -lhiredis -lmicrohttpd -lyaml -lcjson
 # ---- sources ---------------------------------------------------------------------------------
 COMMON_SRC  := $(wildcard shared/*.c)
 ENGINE_SRC  := $(wildcard worker/engine/*.c)
-SERVICE_SRC := $(wildcard worker/service/*.c)
+SERVICE_SRC := $(wildcard worker/service/*.c worker/cli/*.c)
 CTL_SRC     := $(wildcard controller/*.c)
 CLIENT_SRC  := $(wildcard clients/c/*.c)
 PROG_SRC    := $(wildcard worker/bin/*.c controller/bin/*.c clients/c/bin/*.c tools/bin/*.c)
@@ -92,9 +93,13 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TEST_OBJ) $(ALL_LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $< $(TEST_OBJ) $(ALL_LIBS) $(SERVICE_LIBS) $(ENGINE_LIBS) -o $@
 
-# Tests run from the repo root so that they find ../shared and the built programs.
+# Tests run from the repo root so that they find ../shared and the built programs. The Python
+# client's tests run with Debian's python3 (which has python3-redis and pytest) when present.
+PYTHON_TESTS ?= $(if $(wildcard clients/python/tests),clients/python/tests)
+SYSTEM_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 test: all
-	@tests/run.sh $(if $(T),$(BUILD)/tests/test_$(T),$(TESTS))
+	@tests/run.sh $(if $(T),$(BUILD)/tests/test_$(T),$(TESTS)) \
+	    $(if $(T),,$(if $(PYTHON_TESTS),tests/run_pytest.sh))
 
 asan:
 	$(MAKE) BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test

@@ -27,6 +27,8 @@ struct track {
     enum ctl_reason pending; // HOLD when nothing is pending
     uint32_t pending_count, pending_depth;
     enum ctl_reason last_reason;
+    uint32_t explore_count; // explore moves made
+    uint64_t explore_ms;    // time of the last one
 };
 
 struct worker {
@@ -109,18 +111,38 @@ struct proposal {
     uint32_t depth;
 };
 
+#define EXPLORE_MAX_MOVES 4  // explore moves of a track before it decides with a flat verify cost
+#define EXPLORE_WAIT_TICKS 5 // ticks an explored depth may take to gather its samples
+
+// Until two depths have CTL_CELL_MIN_SAMPLES verify samples, walk between the current depth
+// and the less-sampled neighbour, moving once the current depth has its samples (or after
+// EXPLORE_WAIT_TICKS: a class below the worker's largest depth may never fill its own cell).
+static struct proposal explore(const struct track *t, const struct ctl_policy *p,
+                               const struct rules *r, const struct ctl_cost_model *c, double batch,
+                               uint64_t now_ms) {
+    bool sampled = ctl_cost_verify_samples(c, t->depth, batch) >= CTL_CELL_MIN_SAMPLES;
+    if (!sampled && now_ms < t->explore_ms + (uint64_t)EXPLORE_WAIT_TICKS * p->interval_ms)
+        return (struct proposal){CTL_REASON_INSUFFICIENT_DATA, 0};
+    uint32_t down = t->depth - 1, up = t->depth + 1;
+    bool can_down = t->depth > r->lo, can_up = t->depth < r->hi;
+    uint32_t k = !can_down ? up
+                 : !can_up ? down
+                 : ctl_cost_verify_samples(c, up, batch) < ctl_cost_verify_samples(c, down, batch)
+                     ? up
+                     : down;
+    return (struct proposal){CTL_REASON_EXPLORE, k};
+}
+
 static struct proposal propose_goodput(const struct track *t, const struct ctl_policy *p,
                                        const struct rules *r, const struct ctl_accept_view *v,
-                                       const struct ctl_cost_fit *f, const struct ctl_decision *d) {
+                                       const struct ctl_cost_model *c, const struct ctl_cost_fit *f,
+                                       const struct ctl_decision *d, uint64_t now_ms) {
     struct proposal none = {CTL_REASON_INSUFFICIENT_DATA, 0};
     if (!v->valid || !f->draft.valid)
         return none;
-    if (r->lo < r->hi && f->verify.x_spread < 0.5 * f->batch) { // verify slope not known yet
-        if (f->verify.x_spread_any < 0.5 * f->batch)            // one depth seen: explore
-            return (struct proposal){CTL_REASON_EXPLORE,
-                                     t->depth > r->lo ? t->depth - 1 : t->depth + 1};
-        return none; // wait for samples at the explored depth
-    }
+    if (r->lo < r->hi && f->verify.x_spread < 0.5 * f->batch &&
+        t->explore_count < EXPLORE_MAX_MOVES) // verify slope not known yet
+        return explore(t, p, r, c, f->batch, now_ms);
     int best = goodput_target(d->goodput, d->n_goodput, r, p->hysteresis_margin);
     if (best < 0 || isnan(d->goodput[t->depth]))
         return none;
@@ -170,10 +192,16 @@ static enum ctl_reason hold_and_apply(struct track *t, const struct ctl_policy *
     } else {
         t->depth = prop.depth;
     }
+    if (prop.kind == CTL_REASON_EXPLORE) {
+        t->explore_count++;
+        t->explore_ms = now_ms;
+    }
     t->pending = CTL_REASON_HOLD;
     t->pending_count = t->pending_depth = 0;
     return prop.kind;
 }
+
+#define PROBE_MAX_STRETCH 4 // a probe short of min_drafted evidence runs up to 4 durations
 
 // Off: wait, probe, and decide at the end of each probe.
 static enum ctl_reason decide_off(struct track *t, const struct ctl_policy *p,
@@ -189,8 +217,10 @@ static enum ctl_reason decide_off(struct track *t, const struct ctl_policy *p,
         memset(&t->est, 0, sizeof t->est); // judge the probe on fresh evidence only
         return CTL_REASON_PROBE;
     }
-    if (now_ms < t->probe_start_ms + p->probe_duration_ms)
-        return CTL_REASON_PROBE;
+    uint64_t ran_ms = now_ms - t->probe_start_ms;
+    if (ran_ms < p->probe_duration_ms ||
+        (!v->valid && ran_ms < (uint64_t)PROBE_MAX_STRETCH * p->probe_duration_ms))
+        return CTL_REASON_PROBE; // runs its duration, longer while evidence is short
     t->probing = false;
     uint32_t depth = 0;
     if (r->mode == CTL_MODE_THRESHOLD) {
@@ -231,7 +261,7 @@ static enum ctl_reason decide_forced(struct track *t, const struct rules *r) {
     return CTL_REASON_COUNT;
 }
 
-static void decide_track(const ctl_algo *a, const char *worker_id, struct track *t, bool aggregate,
+static void decide_track(const ctl_algo *a, const struct worker *w, struct track *t, bool aggregate,
                          const struct ctl_cost_fit *f, uint64_t now_ms, struct ctl_decision *d) {
     const struct ctl_policy *p = &a->policy;
     struct rules r = rules_for(p, aggregate ? NULL : t->name);
@@ -241,7 +271,7 @@ static void decide_track(const ctl_algo *a, const char *worker_id, struct track 
     memset(&t->interval, 0, sizeof t->interval);
     ctl_accept_estimate(&t->est, p->half_life_ms, p->min_drafted, &v);
     d->now_ms = now_ms;
-    snprintf(d->worker, sizeof d->worker, "%s", worker_id);
+    snprintf(d->worker, sizeof d->worker, "%s", w->id);
     snprintf(d->class_name, sizeof d->class_name, "%s", aggregate ? CTL_CLASS_ALL : t->name);
     d->mode = r.mode;
     track_effective(t, &d->old_enabled, &d->old_depth);
@@ -264,8 +294,9 @@ static void decide_track(const ctl_algo *a, const char *worker_id, struct track 
                 ctl_predict_goodput(f, &v, r.hi > t->depth ? r.hi : t->depth, d->goodput);
         }
     } else {
-        struct proposal prop = r.mode == CTL_MODE_THRESHOLD ? propose_threshold(t, p, &r, &v)
-                                                            : propose_goodput(t, p, &r, &v, f, d);
+        struct proposal prop = r.mode == CTL_MODE_THRESHOLD
+                                   ? propose_threshold(t, p, &r, &v)
+                                   : propose_goodput(t, p, &r, &v, &w->cost, f, d, now_ms);
         reason = hold_and_apply(t, p, prop, now_ms);
     }
     t->last_reason = reason;
@@ -538,10 +569,10 @@ size_t ctl_algo_tick(ctl_algo *a, uint64_t now_ms, struct ctl_decision *out, siz
         }
         forget_classes(&e, w, now_ms);
         struct ctl_cost_fit f = ctl_cost_fit_get(&w->cost, a->policy.cost_half_life_ms);
-        decide_track(a, w->id, &w->all, true, &f, now_ms, &d);
+        decide_track(a, w, &w->all, true, &f, now_ms, &d);
         emit(&e, &d);
         for (uint32_t c = 0; c < w->n_classes; c++) {
-            decide_track(a, w->id, &w->classes[c], false, &f, now_ms, &d);
+            decide_track(a, w, &w->classes[c], false, &f, now_ms, &d);
             emit(&e, &d);
         }
         publish(a, w);

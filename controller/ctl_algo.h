@@ -24,29 +24,30 @@
 //    the first-position acceptance of the evidence since the previous tick differs from the
 //    weighted one by more than 0.05 and 5 standard errors, the sums restart from that evidence
 //    (domain shift, collapse: noticed within an interval or two).
-//  - Cost, per worker: exponentially weighted means in cells, for the verify pass per (step
-//    depth, log2 batch bucket) and for the draft pass per log2 bucket of sequences per pass,
-//    fitted by weighted least squares (weight = samples, halved every cost_half_life_ms of
-//    staleness relative to the newest cell, floored at 1e-3 so that old cells still give the
-//    slope):
+//  - Cost, per worker (controller/ctl_estimate.h): running means in cells, for the verify pass
+//    per (drafted tokens per sequence, log2 batch) and for the draft pass per log2 sequences
+//    per pass, fitted by weighted least squares (weight = samples, halved every
+//    cost_half_life_ms of staleness relative to the newest cell, floored at 1e-3 so that old
+//    cells still give the slope):
 //        t_verify = a + b * tokens,    tokens = batch_size + drafted + prefill_tokens
 //        t_draft  = k * (c + d * n),   n = drafted / k  (sequences per draft pass)
-//    While the verify cells span less than half a depth step of tokens (one depth seen so
-//    far), goodput mode first explores a neighbouring depth (k - 1, or k + 1 at the lower
-//    bound) so that the slope is known; a fit with a single x gets slope 0. Prediction at k uses
-//    the weighted mean batch B and prefill P: t(k) = a + b*(B*(k+1) + P) + k*(c + d*B) + overhead,
-//    overhead = mean of t_step - t_draft - t_verify. Predicted goodput
-//    G(k) = 1000 * B * E(k) / t(k) tokens/s; G(0) is plain decoding. Costs are per worker: a
-//    class is decided as if the whole batch used its k.
+//    Prediction at depth k uses the mean batch B and prefill P:
+//        t(k) = a + b*(B*(k+1) + P) + k*(c + d*B) + overhead,  overhead = mean of
+//        t_step - t_draft - t_verify;  G(k) = 1000 * B * E(k) / t(k) tokens/s, G(0) plain.
+//    A verify slope is only trusted once two cells with CTL_CELL_MIN_SAMPLES samples lie half a
+//    depth step of tokens apart. Until then goodput mode explores: it moves to the less-sampled
+//    neighbouring depth once the current one has its samples (at most 4 moves per track; a fit
+//    with a single x has slope 0). Costs are per worker: a class is decided as if the whole
+//    batch used its k.
 //
 // Decisions (ctl_algo_tick). Goodput mode: the target is the argmax of G over [max(min,1), max],
 // or off when G(0) beats that by hysteresis_margin; it is proposed when it beats the current
 // k's prediction by the margin, and applied once proposed on hold_intervals consecutive ticks.
-// Threshold mode: see ctl_policy.h, same holding. Off (both modes): every probe_interval_ms a probe
-// sets probe_depth for probe_duration_ms with fresh acceptance estimates; at its end, re-enable
-// (goodput: at the best k if it beats plain decoding by the margin; threshold: at probe_depth if
-// the acceptance rate is above low_threshold) or stay off. Static mode and out-of-bounds depths
-// apply at once.
+// Threshold mode: see ctl_policy.h, same holding. Off (both modes): every probe_interval_ms a
+// probe sets probe_depth for probe_duration_ms with fresh acceptance estimates; at its end,
+// re-enable (goodput: at the best k if it beats plain decoding by the margin; threshold: at
+// probe_depth if the acceptance rate is above low_threshold) or stay off. Static mode and
+// out-of-bounds depths apply at once.
 #ifndef SPECD_CONTROLLER_CTL_ALGO_H
 #define SPECD_CONTROLLER_CTL_ALGO_H
 
@@ -65,7 +66,7 @@ typedef struct ctl_algo ctl_algo;
 enum ctl_reason {
     CTL_REASON_HOLD = 0,          // no change: current k is best (within the margin) / in band
     CTL_REASON_PENDING,           // a change is proposed, not yet held for hold_intervals
-    CTL_REASON_INSUFFICIENT_DATA, // too little acceptance evidence or no cost model: no change
+    CTL_REASON_INSUFFICIENT_DATA, // too little evidence (acceptance, cost samples): no change
     CTL_REASON_RAISE,             // depth increased
     CTL_REASON_LOWER,             // depth decreased
     CTL_REASON_EXPLORE,           // goodput: moved to a neighbouring depth to learn how the
@@ -94,7 +95,7 @@ struct ctl_decision {
     bool probing;
     bool shift;                         // acceptance shift detected: estimates restarted from the
                                         // last interval's evidence
-    enum ctl_reason pending;            // RAISE/LOWER/DISABLE being held, else HOLD
+    enum ctl_reason pending;            // RAISE/LOWER/EXPLORE/DISABLE held, else HOLD
     uint32_t pending_count;             // consecutive ticks it has been proposed
     uint32_t pending_depth;             // the k it would set (0 = off)
     double acceptance;                  // weighted accepted / drafted; NAN when unknown

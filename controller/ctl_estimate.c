@@ -6,10 +6,9 @@
 
 #define CELL_WINDOW 64.0      // a cost cell / running mean averages about its last 64 samples
 #define CELL_MIN_WEIGHT 1e-3  // floor of a stale cost cell's recency factor
-#define CELL_MIN_SAMPLES 32   // samples before a cell counts towards ctl_line.x_spread
 #define SHRINK_TRIALS 8.0     // pseudo-trials pulling a position's acceptance to the pooled one
 #define MAX_ACCEPT 0.999      // cap on an estimated per-position acceptance
-#define SHIFT_MIN_DRAFTS 32.0 // evidence at position 0 before shifts are looked for
+#define SHIFT_MIN_DRAFTS 16.0 // evidence at position 0 before shifts are looked for
 #define SHIFT_MIN_DIFF 0.05   // smallest change of first-position acceptance called a shift
 #define SHIFT_Z 5.0           // ... in standard errors
 
@@ -125,7 +124,10 @@ void ctl_cost_add(struct ctl_cost_model *c, const struct spec_step_metrics *m, u
     running_add(&c->prefill, m->prefill_tokens);
     running_add(&c->overhead, fmax(0.0, m->t_step_ms - m->t_draft_ms - m->t_verify_ms));
     double tokens = (double)m->batch_size + m->drafted + m->prefill_tokens;
-    cell_add(&c->verify[m->depth * CTL_BATCH_BUCKETS + batch_bucket(m->batch_size)], tokens,
+    // Cells by drafted tokens per sequence: the depth when one depth serves the whole batch.
+    long per_seq = lround((double)m->drafted / m->batch_size);
+    uint32_t key = per_seq > SPEC_MAX_DEPTH ? SPEC_MAX_DEPTH : (uint32_t)per_seq;
+    cell_add(&c->verify[key * CTL_BATCH_BUCKETS + batch_bucket(m->batch_size)], tokens,
              m->t_verify_ms, now_ms);
     if (m->depth > 0 && m->drafted > 0) {
         double per_pass = (double)m->drafted / m->depth;
@@ -147,7 +149,6 @@ struct ctl_line ctl_fit_cells(const struct ctl_cost_cell *cells, size_t n, uint3
         if (cells[i].n > 0 && cells[i].last_ms > newest)
             newest = cells[i].last_ms;
     double sw = 0, sx = 0, sy = 0, x_min = INFINITY, x_max = -INFINITY;
-    double any_min = INFINITY, any_max = -INFINITY;
     for (size_t i = 0; i < n; i++) {
         if (cells[i].n <= 0)
             continue;
@@ -156,9 +157,7 @@ struct ctl_line ctl_fit_cells(const struct ctl_cost_cell *cells, size_t n, uint3
         sx += w * cells[i].x;
         sy += w * cells[i].y;
         l.cells++;
-        any_min = fmin(any_min, cells[i].x);
-        any_max = fmax(any_max, cells[i].x);
-        if (cells[i].n >= CELL_MIN_SAMPLES) {
+        if (cells[i].n >= CTL_CELL_MIN_SAMPLES) {
             x_min = fmin(x_min, cells[i].x);
             x_max = fmax(x_max, cells[i].x);
         }
@@ -166,7 +165,6 @@ struct ctl_line ctl_fit_cells(const struct ctl_cost_cell *cells, size_t n, uint3
     if (l.cells == 0)
         return l;
     l.x_spread = x_max > x_min ? x_max - x_min : 0.0;
-    l.x_spread_any = any_max - any_min;
     double mx = sx / sw, my = sy / sw, sxx = 0, sxy = 0, sxx0 = 0, sxy0 = 0;
     for (size_t i = 0; i < n; i++) {
         if (cells[i].n <= 0)
@@ -186,6 +184,12 @@ struct ctl_line ctl_fit_cells(const struct ctl_cost_cell *cells, size_t n, uint3
         l.b = sxx0 > 0.0 ? fmax(sxy0 / sxx0, 0.0) : 0.0;
     }
     return l;
+}
+
+double ctl_cost_verify_samples(const struct ctl_cost_model *c, uint32_t depth, double batch) {
+    if (depth > SPEC_MAX_DEPTH)
+        return 0.0;
+    return c->verify[depth * CTL_BATCH_BUCKETS + batch_bucket(batch)].n;
 }
 
 struct ctl_cost_fit ctl_cost_fit_get(const struct ctl_cost_model *c, uint32_t half_life_ms) {

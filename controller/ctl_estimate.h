@@ -11,7 +11,8 @@
 
 #include "shared/spec_metrics.h"
 
-#define CTL_BATCH_BUCKETS 12 // log2 buckets of sizes: 1, 2-3, 4-7, ..., >= 2048
+#define CTL_BATCH_BUCKETS 12    // log2 buckets of sizes: 1, 2-3, 4-7, ..., >= 2048
+#define CTL_CELL_MIN_SAMPLES 24 // samples before a cost cell counts towards ctl_line.x_spread
 
 // ---- acceptance --------------------------------------------------------------------------------
 
@@ -75,18 +76,18 @@ struct ctl_running_mean {
 
 // Zero-initialise.
 struct ctl_cost_model {
-    struct ctl_cost_cell verify[(SPEC_MAX_DEPTH + 1) * CTL_BATCH_BUCKETS]; // [depth][bucket]
+    // [round(drafted / batch_size)][batch bucket]: the depth when the batch shares one
+    struct ctl_cost_cell verify[(SPEC_MAX_DEPTH + 1) * CTL_BATCH_BUCKETS];
     struct ctl_cost_cell draft[CTL_BATCH_BUCKETS]; // [sequences-per-pass bucket]
     struct ctl_running_mean batch, prefill, overhead;
 };
 
 struct ctl_line {
     bool valid;
-    double a, b;         // y = a + b x, a >= 0, b >= 0
-    uint32_t cells;      // cells with data
-    double x_spread;     // max - min x over cells with >= 32 samples: the slope is trusted
-                         // when this is a sizeable part of the x step between depths
-    double x_spread_any; // the same over all cells with data
+    double a, b;     // y = a + b x, a >= 0, b >= 0
+    uint32_t cells;  // cells with data
+    double x_spread; // max - min x over cells with >= CTL_CELL_MIN_SAMPLES samples: the slope
+                     // is trusted when this is a sizeable part of the x step between depths
 };
 
 struct ctl_cost_fit {
@@ -101,6 +102,9 @@ void ctl_cost_add(struct ctl_cost_model *c, const struct spec_step_metrics *m, u
 // floored at 1e-3, staleness relative to the newest cell. Slope 0 when all x are equal; a
 // negative slope is clamped to 0, a negative intercept refits through the origin.
 struct ctl_line ctl_fit_cells(const struct ctl_cost_cell *cells, size_t n, uint32_t half_life_ms);
+// Samples in the verify cell of (depth, batch size): steps with about `depth` drafted tokens
+// per sequence; 0 for depth > SPEC_MAX_DEPTH.
+double ctl_cost_verify_samples(const struct ctl_cost_model *c, uint32_t depth, double batch);
 struct ctl_cost_fit ctl_cost_fit_get(const struct ctl_cost_model *c, uint32_t half_life_ms);
 // Fills g[0..hi] (hi <= SPEC_MAX_DEPTH) with predicted tokens/s per depth (NAN where unknown):
 // g[k] = 1000 * B * E(k) / (a + b*(B*(k+1) + P) + k*(c + d*B) + overhead). Returns hi + 1, or

@@ -64,7 +64,8 @@ struct ctl_policy {
 
     uint32_t probe_interval_ms; // while off: time from the end of one probe to the next
     uint32_t probe_duration_ms; // a probe lasts until the first tick this long after its start
-                                // (>= interval_ms, < probe_interval_ms)
+                                // (>= interval_ms, < probe_interval_ms), up to 4 times longer
+                                // while it has less than min_drafted evidence
     uint32_t probe_depth;       // k used while probing, in [1, SPEC_MAX_DEPTH] (clamped to the
                                 // class's bounds when applied)
 

@@ -20,8 +20,9 @@ struct spec_class_metrics {
     uint32_t drafted;               // draft tokens proposed
     uint32_t accepted;              // draft tokens accepted
     uint32_t emitted;               // tokens emitted (accepted + one bonus/correction per seq)
-    uint32_t drafted_at[SPEC_MAX_DEPTH];  // [k] sequences that drafted a token at position k
-    uint32_t accepted_at[SPEC_MAX_DEPTH]; // [k] sequences whose draft token at position k was accepted
+    uint32_t drafted_at[SPEC_MAX_DEPTH];  // [i] sequences that drafted a token at position i
+    uint32_t accepted_at[SPEC_MAX_DEPTH]; // [i] sequences whose draft tokens 0..i were all
+                                          // accepted (acceptance stops at the first rejection)
 };
 
 // One engine step.
@@ -61,7 +62,7 @@ struct spec_settings {
     uint32_t min_depth; // bounds the worker must respect
     uint32_t max_depth;
     uint32_t ttl_ms;    // the worker falls back to its safe default when no settings arrive
-                        // for longer than this
+                        // for longer than this; a repeat of the epoch in force refreshes it
     uint32_t n_classes;
     struct spec_class_setting classes[SPEC_MAX_CLASSES];
 };

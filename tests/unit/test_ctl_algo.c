@@ -180,6 +180,7 @@ TEST(goodput_converges_to_brute_force_optimum) {
                              "last change at tick %u, %u changes",
                              cc->alpha, (unsigned long long)seed, k, best, ratio,
                              d.last_change_tick, d.changes);
+            CHECK(d.reasons[CTL_REASON_EXPLORE] >= 1 && d.reasons[CTL_REASON_EXPLORE] <= 4);
             const struct ctl_decision *last = &d.records[0];
             REQUIRE(d.n_records == 1 && last->n_goodput == pol.max_depth + 1);
             for (uint32_t j = 0; j <= pol.max_depth; j++) {
@@ -362,6 +363,40 @@ TEST(goodput_decides_each_class) {
     ctl_sim_free(sim);
 }
 
+// A goodput class below a class pinned at a larger depth: the step depth (which keys the verify
+// cost cells) is the pinned one's, so the goodput class's exploring gathers no samples of its
+// own; it must still decide after a bounded number of explore moves.
+TEST(goodput_class_below_a_pinned_class_still_decides) {
+    struct ctl_sim_params sp = sim_params(0.8, 20, 0.1, 1.0, 0.02);
+    sp.report_classes = true;
+    sp.n_classes = 2;
+    strcpy(sp.classes[0].name, "pinned");
+    sp.classes[1] = sp.classes[0];
+    strcpy(sp.classes[1].name, "chat");
+    sp.classes[1].phases[0].alpha = 0.6;
+    struct ctl_policy pol = ctl_policy_default();
+    struct ctl_class_override *o = ctl_policy_add_override(&pol, "pinned");
+    REQUIRE(o);
+    o->mode = CTL_MODE_STATIC;
+    o->static_depth = 7;
+    ctl_sim *sim = ctl_sim_new(&sp);
+    ctl_algo *algo = ctl_algo_new(&pol);
+    REQUIRE(sim && algo);
+    struct driver d;
+    driver_init(&d, sim, algo, "w0");
+    drive_until(&d, 40000);
+    struct ctl_worker_info info;
+    REQUIRE(ctl_algo_worker_info_by_id(algo, "w0", &info) == SPECD_OK);
+    REQUIRE(info.n_classes == 2);
+    CHECK_EQ_STR(info.classes[1].name, "chat");
+    CHECK(info.classes[1].last_reason != CTL_REASON_INSUFFICIENT_DATA);
+    CHECK_EQ_INT(ctl_sim_class_depth(sim, 0), 7);
+    uint32_t k = ctl_sim_class_depth(sim, 1);
+    CHECK(k >= 1 && k < 7);
+    ctl_algo_free(algo);
+    ctl_sim_free(sim);
+}
+
 // ---- hand-made metrics -------------------------------------------------------------------------
 
 // One step: `batch` sequences at depth k with acceptance rate `rate` (accepted / drafted),
@@ -510,6 +545,36 @@ TEST(threshold_every_branch) {
     CHECK_EQ_INT(ctl_algo_tick(a, 22000, &rec, 1), 1);
     CHECK_EQ_INT(rec.reason, CTL_REASON_INSUFFICIENT_DATA);
     CHECK_EQ_INT(rec.depth, 1);
+    ctl_algo_free(a);
+}
+
+// A probe on a nearly idle worker runs past probe_duration_ms (up to 4 times) until it has
+// min_drafted evidence, instead of failing for lack of it.
+TEST(probe_runs_longer_while_evidence_is_short) {
+    struct ctl_policy p = threshold_policy();
+    p.half_life_ms = 5000;
+    p.min_drafted = 64;
+    ctl_algo *a = ctl_algo_new(&p);
+    REQUIRE(a);
+    CHECK_EQ_INT(interval(a, "w", 1000, 0.1).reason, CTL_REASON_DISABLE);
+    for (uint64_t t = 2000; t < 6000; t += 1000)
+        CHECK_EQ_INT(interval(a, "w", t, 0.0).reason, CTL_REASON_OFF);
+    CHECK_EQ_INT(interval(a, "w", 6000, 0.0).reason, CTL_REASON_PROBE);
+    struct spec_step_metrics m = make_step(1, 2, 0.75, NULL); // 2 drafts per step
+    struct ctl_decision d;
+    uint64_t t = 6000;
+    do {
+        feed(a, "w", &m, t, t + 1000, 15);
+        t += 1000;
+        REQUIRE(ctl_algo_tick(a, t, &d, 1) == 1);
+        if (t <= 8000) { // 30 and ~56 weighted drafts < min_drafted
+            CHECK_EQ_INT(d.reason, CTL_REASON_PROBE);
+            CHECK(d.evidence < p.min_drafted);
+        }
+    } while (d.reason == CTL_REASON_PROBE && t < 20000);
+    CHECK_EQ_INT(d.reason, CTL_REASON_REENABLE);
+    CHECK(t <= 6000 + 4 * p.probe_duration_ms);
+    CHECK(d.evidence >= p.min_drafted);
     ctl_algo_free(a);
 }
 
@@ -1360,7 +1425,9 @@ int main(int argc, char **argv) {
     TEST_RUN(goodput_does_not_flap_under_noise);
     TEST_RUN(goodput_probes_a_worker_that_starts_off);
     TEST_RUN(goodput_decides_each_class);
+    TEST_RUN(goodput_class_below_a_pinned_class_still_decides);
     TEST_RUN(threshold_every_branch);
+    TEST_RUN(probe_runs_longer_while_evidence_is_short);
     TEST_RUN(threshold_holds_a_change_for_hold_intervals);
     TEST_RUN(static_mode_pins_depth);
     TEST_RUN(per_class_overrides);

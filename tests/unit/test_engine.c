@@ -211,7 +211,7 @@ TEST(spec_greedy_equals_plain_decoding_all_prompts) {
     REQUIRE(plain);
     struct prompt_set ps;
     REQUIRE(load_prompts(plain, all_prompt_files, 5, 1000, 48, &ps) > 0);
-    struct run_cfg cfg = {.max_tokens = 20, .sp = sampler_default_params()};
+    struct run_cfg cfg = {.max_tokens = 16, .sp = sampler_default_params()};
     uint32_t pre;
     REQUIRE(run_all(plain, &ps, &cfg, ref_out, ref_n, &pre, NULL) == 0);
     engine_free(plain);

@@ -3,6 +3,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "worker/engine/quant.h"
 
@@ -73,14 +76,32 @@ static void quantize_activation(const float *x, struct q8_row_block *out, int64_
     }
 }
 
+// Exact int32 dot product of 32 int8 pairs.
+static inline int32_t dot_i8_32(const int8_t *a, const int8_t *b) {
+#if defined(__AVX2__)
+    const __m256i va = _mm256_loadu_si256((const __m256i *)a);
+    const __m256i vb = _mm256_loadu_si256((const __m256i *)b);
+    // |a| * sign(b, a): unsigned x signed pairs summed to int16 (|products| <= 2 * 128 * 127:
+    // no saturation), then to int32.
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(va, va), _mm256_sign_epi8(vb, va));
+    const __m256i p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p32), _mm256_extracti128_si256(p32, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+#else
+    int32_t sum = 0;
+    for (int j = 0; j < QUANT_BLOCK; j++)
+        sum += (int32_t)a[j] * (int32_t)b[j];
+    return sum;
+#endif
+}
+
 // Q8_0 weight row . quantized activation: per block an exact int32 dot, scaled by both scales.
 static float dot_q8_0_q8(const uint8_t *w, const struct q8_row_block *x, int64_t n_blocks) {
     float sum = 0.0f;
     for (int64_t b = 0; b < n_blocks; b++, w += 34) {
-        const int8_t *q = (const int8_t *)(w + 2);
-        int32_t sumi = 0;
-        for (int j = 0; j < QUANT_BLOCK; j++)
-            sumi += (int32_t)q[j] * (int32_t)x[b].q[j];
+        const int32_t sumi = dot_i8_32((const int8_t *)(w + 2), x[b].q);
         sum += (float)sumi * (quant_f16_to_f32((uint16_t)(w[0] | w[1] << 8)) * x[b].d);
     }
     return sum;
@@ -107,12 +128,62 @@ struct matmul_job {
     float *scratch;
 };
 
+#if defined(__AVX2__) && defined(__FMA__)
+// 8 int32 lanes of the products of 32 int8 pairs (exact).
+static inline __m256i dot_i8_lanes(__m256i w, __m256i x) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Q8_0 row against up to 4 activation rows at once (the weight block is loaded once). Each
+// result depends only on its own activation row: lanes accumulate block by block in a fixed
+// order, then one horizontal sum.
+static void dot_q8_0_rows(const uint8_t *w, const struct q8_row_block *const *xs, int n,
+                          int64_t nb, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++, w += 34) {
+        const __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));
+        const float dw = quant_f16_to_f32((uint16_t)(w[0] | w[1] << 8));
+        for (int i = 0; i < n; i++) {
+            const __m256i xq = _mm256_loadu_si256((const __m256i *)xs[i][b].q);
+            const __m256 d = _mm256_set1_ps(dw * xs[i][b].d);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8_lanes(wq, xq)), d, acc[i]);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = hsum8(acc[i]);
+}
+#endif
+
 static void matmul_rows_q8(const struct matmul_job *j, int begin, int end) {
     const struct model_weight *w = j->w;
     const int64_t nb = w->cols / QUANT_BLOCK;
     const uint8_t *base = w->data;
     for (int r = begin; r < end; r++) {
         const uint8_t *wr = base + (size_t)r * w->row_bytes;
+#if defined(__AVX2__) && defined(__FMA__)
+        if (w->type == GGML_TYPE_Q8_0) {
+            for (int i = 0; i < j->n_in; i += 4) {
+                const int n = j->n_in - i < 4 ? j->n_in - i : 4;
+                const struct q8_row_block *xs[4];
+                float out[4];
+                for (int t = 0; t < n; t++)
+                    xs[t] = j->xq + (i + t) * nb;
+                dot_q8_0_rows(wr, xs, n, nb, out);
+                for (int t = 0; t < n; t++)
+                    j->y[(size_t)(i + t) * w->rows + r] = out[t];
+            }
+            continue;
+        }
+#endif
         for (int i = 0; i < j->n_in; i++)
             j->y[(size_t)i * w->rows + r] = w->type == GGML_TYPE_Q8_0
                                                 ? dot_q8_0_q8(wr, j->xq + i * nb, nb)

@@ -8,7 +8,7 @@
 // 8 float lanes; GCC/Clang lower this to whatever SIMD the target has.
 typedef float v8f __attribute__((vector_size(32)));
 
-float quant_f16_to_f32(uint16_t h) {
+float quant_f16_to_f32_portable(uint16_t h) {
     const uint32_t sign = (uint32_t)(h >> 15) << 31;
     uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
     if (exp == 0x1f) {
@@ -30,7 +30,7 @@ float quant_f16_to_f32(uint16_t h) {
     return f;
 }
 
-uint16_t quant_f32_to_f16(float f) {
+uint16_t quant_f32_to_f16_portable(float f) {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
     const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);

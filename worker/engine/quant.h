@@ -13,8 +13,27 @@
 
 #define QUANT_BLOCK 32
 
-float quant_f16_to_f32(uint16_t h);
-uint16_t quant_f32_to_f16(float f); // round to nearest even
+// Portable conversions (bit manipulation); the inline versions below use the F16C instructions
+// when the build targets them and give identical results.
+float quant_f16_to_f32_portable(uint16_t h);
+uint16_t quant_f32_to_f16_portable(float f); // round to nearest even
+
+#if defined(__F16C__)
+#include <immintrin.h>
+static inline float quant_f16_to_f32(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+static inline uint16_t quant_f32_to_f16(float f) {
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+#else
+static inline float quant_f16_to_f32(uint16_t h) {
+    return quant_f16_to_f32_portable(h);
+}
+static inline uint16_t quant_f32_to_f16(float f) {
+    return quant_f32_to_f16_portable(f);
+}
+#endif
 float quant_bf16_to_f32(uint16_t h);
 uint16_t quant_f32_to_bf16(float f); // round to nearest even
 
