@@ -50,7 +50,7 @@ PROGRAMS    := $(patsubst %.c,$(BUILD)/bin/%,$(notdir $(PROG_SRC)))
 TESTS       := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_OBJ    := $(call obj,tests/test.c $(wildcard tests/support/*.c))
 
-.PHONY: all test asan fuzz fuzz-build bench format format-check clean help programs tests
+.PHONY: all test test-fast asan fuzz fuzz-build bench format format-check clean help programs tests
 all: programs tests
 
 programs: $(PROGRAMS)
@@ -58,8 +58,9 @@ tests: $(TESTS)
 
 help:
 	@echo "make               build libraries, programs (build/bin) and tests (no GPU needed)"
-	@echo "make test          build and run every CPU test; prints 'N passed, N failed'"
-	@echo "make test T=name   run only build/tests/test_<name>"
+	@echo "make test          every CPU test, plain and under ASan+UBSan, and the Python client's"
+	@echo "                   tests; ends with 'N passed, N failed'"
+	@echo "make test T=name   run only build/tests/test_<name>;  make test-fast: plain build only"
 	@echo "make asan          the tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make fuzz          libFuzzer targets (clang), each for FUZZ_SECONDS=$(FUZZ_SECONDS)"
 	@echo "make bench         speculative-decoding benchmark; writes docs/PERF.md tables"
@@ -97,12 +98,28 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TEST_OBJ) $(ALL_LIBS)
 # client's tests run with Debian's python3 (which has python3-redis and pytest) when present.
 PYTHON_TESTS ?= $(if $(wildcard clients/python/tests),clients/python/tests)
 SYSTEM_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
-test: all
-	@tests/run.sh $(if $(T),$(BUILD)/tests/test_$(T),$(TESTS)) \
-	    $(if $(T),,$(if $(PYTHON_TESTS),tests/run_pytest.sh))
+ASAN_BUILD := build/asan
+ASAN_TESTS := $(patsubst tests/unit/%.c,$(ASAN_BUILD)/tests/%,$(TEST_SRC))
 
+# make test: every CPU test, then the same tests built with ASan+UBSan (long sweeps shortened),
+# then the Python client's tests; one summary line at the end. make test T=name: one binary.
+test: all
+ifeq ($(T),)
+	$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) SANITIZE=address,undefined OPT=-O1 tests
+	@tests/run.sh $(TESTS) --env SPECD_TEST_QUICK=1 --env ASAN_OPTIONS=detect_leaks=1 \
+	    $(ASAN_TESTS) $(if $(PYTHON_TESTS),tests/run_pytest.sh)
+else
+	@tests/run.sh $(BUILD)/tests/test_$(T)
+endif
+
+# Only the plain build's tests (faster while developing).
+test-fast: all
+	@tests/run.sh $(TESTS)
+
+# The sanitizer run alone (long sweeps shortened).
 asan:
-	$(MAKE) BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test
+	$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) SANITIZE=address,undefined OPT=-O1 tests
+	@tests/run.sh --env SPECD_TEST_QUICK=1 $(ASAN_TESTS)
 
 # ---- fuzzing (clang + libFuzzer) -------------------------------------------------------------
 FUZZ_BUILD := build/fuzz

@@ -18,6 +18,12 @@
 
 #define MAX_GEN 64
 
+// SPECD_TEST_QUICK=1 (set by `make asan`) shrinks the sweeps: fewer prompts and depths.
+static int quick(void) {
+    const char *q = getenv("SPECD_TEST_QUICK");
+    return q && *q && *q != '0';
+}
+
 struct prompt_set {
     int32_t **tokens;
     int32_t *n;
@@ -210,12 +216,12 @@ TEST(spec_greedy_equals_plain_decoding_all_prompts) {
     engine *plain = make_engine(tpath, NULL, ENGINE_PROPOSER_NONE, 0, NULL);
     REQUIRE(plain);
     struct prompt_set ps;
-    REQUIRE(load_prompts(plain, all_prompt_files, 5, 1000, 48, &ps) > 0);
+    REQUIRE(load_prompts(plain, all_prompt_files, 5, quick() ? 3 : 1000, 48, &ps) > 0);
     struct run_cfg cfg = {.max_tokens = 16, .sp = sampler_default_params()};
     uint32_t pre;
     REQUIRE(run_all(plain, &ps, &cfg, ref_out, ref_n, &pre, NULL) == 0);
     engine_free(plain);
-    for (int depth = 1; depth <= 8; depth++) {
+    for (int depth = 1; depth <= 8; depth += quick() ? 3 : 1) {
         for (int prop = 0; prop < 2; prop++) {
             engine *e = make_engine(tpath, prop == 0 ? draft : NULL,
                                     prop == 0 ? ENGINE_PROPOSER_DRAFT : ENGINE_PROPOSER_NGRAM,
@@ -374,7 +380,8 @@ static double sample_three_tokens(engine *e, const int32_t *prompt, int n_prompt
 // of the first three tokens (the second and third come out of acceptance, rejection and bonus
 // draws), at significance 1e-4.
 TEST(spec_sampling_keeps_target_distribution) {
-    enum { V = 6, RUNS = 25600 };
+    enum { V = 6 };
+    const int RUNS = quick() ? 6400 : 25600;
     char tpath[] = "/tmp/specd-tiny-target-XXXXXX", dpath[] = "/tmp/specd-tiny-draft-XXXXXX";
     close(mkstemp(tpath));
     close(mkstemp(dpath));
@@ -396,7 +403,8 @@ TEST(spec_sampling_keeps_target_distribution) {
             engine *e = make_engine(tpath, prop == 1 ? dpath : NULL,
                                     (enum engine_proposer)prop, prop ? 3 : 0, NULL);
             REQUIRE(e);
-            long counts[V * V * V] = {0}, impossible = 0;
+            long counts[V * V * V], impossible = 0;
+            memset(counts, 0, sizeof counts);
             double acc = sample_three_tokens(e, prompt, 5, &sps[c], RUNS, counts, V);
             double pv = stats_chi2_pvalue(counts, joint, V * V * V, RUNS, &impossible);
             fprintf(stderr,
@@ -507,12 +515,49 @@ TEST(prefix_cache_reuses_shared_prompt) {
     engine_free(e);
 }
 
+static void three_blocks(struct engine_params *p) {
+    p->kv_blocks = 3; // 48 token slots in all
+}
+
+// A sequence that outgrows the whole cache finishes (reason "context") instead of being
+// preempted forever; a prompt larger than the cache fails at once.
+TEST(cache_smaller_than_request_never_hangs) {
+    const char *model = test_shared_path("models/stories260K.gguf");
+    if (!model)
+        TEST_SKIP("stories260K.gguf not found");
+    engine *e = make_engine(model, NULL, ENGINE_PROPOSER_NONE, 0, three_blocks);
+    REQUIRE(e);
+    int32_t prompt[60];
+    for (int i = 0; i < 60; i++)
+        prompt[i] = i == 0 ? 1 : 300 + i;
+    struct engine_request r = {.prompt = prompt, .n_prompt = 40, .max_tokens = 100,
+                               .sampling = sampler_default_params(), .ignore_eos = true};
+    uint64_t a, b;
+    char err[128];
+    REQUIRE(engine_add(e, &r, &a, err, sizeof err) == 0);
+    r.n_prompt = 60;
+    REQUIRE(engine_add(e, &r, &b, err, sizeof err) == 0);
+    int steps = 0;
+    while (engine_step(e, NULL) == 0 && steps < 500)
+        steps++;
+    CHECK(steps < 500);
+    CHECK(!engine_has_work(e));
+    struct engine_output o;
+    REQUIRE(engine_get_output(e, a, &o) == 0);
+    CHECK_EQ_INT(o.finish, ENGINE_FINISH_CONTEXT);
+    CHECK_EQ_INT(o.n_tokens, 9); // 48 slots hold 40 + 8; the 9th token needs no slot yet
+    REQUIRE(engine_get_output(e, b, &o) == 0);
+    CHECK_EQ_INT(o.finish, ENGINE_FINISH_ERROR);
+    engine_free(e);
+}
+
 int main(int argc, char **argv) {
     TEST_MAIN_BEGIN(argc, argv);
     TEST_RUN(engine_plain_greedy_matches_llama_cpp);
     TEST_RUN(stop_strings_eos_and_length);
     TEST_RUN(class_override_disables_speculation_for_that_class);
     TEST_RUN(prefix_cache_reuses_shared_prompt);
+    TEST_RUN(cache_smaller_than_request_never_hangs);
     TEST_RUN(sampling_same_seed_same_output);
     TEST_RUN(spec_sampling_keeps_target_distribution);
     TEST_RUN(spec_lossless_with_joins_chunks_and_preemption);

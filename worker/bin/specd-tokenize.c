@@ -146,8 +146,12 @@ int main(int argc, char **argv) {
     gguf_file *f = NULL;
     tok *t = NULL;
     int rc = gguf_open(model, NULL, &f, err, sizeof err);
-    if (rc == 0)
-        rc = tok_new_from_gguf(f, &t, err, sizeof err);
+    if (rc) {
+        // The reader's message names the file already.
+        fprintf(stderr, "specd-tokenize: %s\n", err);
+        return 1;
+    }
+    rc = tok_new_from_gguf(f, &t, err, sizeof err);
     gguf_free(f);
     if (rc) {
         fprintf(stderr, "specd-tokenize: %s: %s\n", model, err);

@@ -92,20 +92,36 @@ static float round_f16(float x) {
 
 // The three inner loops of fp16 attention. With AVX2/F16C they process 8 lanes at a time; the
 // portable loops give the same values up to the summation order of dot_f16.
+// q . k over n dims in the order ggml's CPU backend sums an fp16 dot product on AVX-512
+// hardware (what produced the llama.cpp references): 4 accumulators of 16 lanes over steps of
+// 64 elements with fused multiply-adds, folded 0+2, 1+3, 0+1, then halves, quarters and pairs;
+// the tail (n % 64) is added in double. Any SIMD width gives the same lanes, hence the same sum.
 #if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
 static float dot_f16(const float *q, const uint16_t *k, int n) {
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i),
-                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i))), acc);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    float sum = _mm_cvtss_f32(s);
-    for (; i < n; i++)
-        sum += q[i] * quant_f16_to_f32(k[i]);
-    return sum;
+    const int np = n & ~63;
+    __m256 acc[4][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
+                        {_mm256_setzero_ps(), _mm256_setzero_ps()},
+                        {_mm256_setzero_ps(), _mm256_setzero_ps()},
+                        {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+    for (int i = 0; i < np; i += 64)
+        for (int j = 0; j < 4; j++)
+            for (int h = 0; h < 2; h++) {
+                const int o = i + 16 * j + 8 * h;
+                const __m256 kv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + o)));
+                acc[j][h] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + o), acc[j][h]);
+            }
+    for (int h = 0; h < 2; h++) {
+        acc[0][h] = _mm256_add_ps(acc[0][h], acc[2][h]);
+        acc[1][h] = _mm256_add_ps(acc[1][h], acc[3][h]);
+        acc[0][h] = _mm256_add_ps(acc[0][h], acc[1][h]);
+    }
+    const __m256 t3 = _mm256_add_ps(acc[0][1], acc[0][0]);
+    const __m128 t6 = _mm_add_ps(_mm256_extractf128_ps(t3, 1), _mm256_castps256_ps128(t3));
+    const __m128 t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, _MM_SHUFFLE(1, 0, 3, 2)));
+    double sum = _mm_cvtss_f32(_mm_add_ss(t8, _mm_shuffle_ps(t8, t8, _MM_SHUFFLE(0, 1, 0, 1))));
+    for (int i = np; i < n; i++)
+        sum += (double)(quant_f16_to_f32(k[i]) * q[i]);
+    return (float)sum;
 }
 
 static __m256 round8_f16(__m256 x) {
@@ -135,10 +151,23 @@ static void mad_f16(float *acc, const uint16_t *v, float w, int n) {
 }
 #else
 static float dot_f16(const float *q, const uint16_t *k, int n) {
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++)
-        sum += q[i] * quant_f16_to_f32(k[i]);
-    return sum;
+    const int np = n & ~63;
+    float acc[4][16] = {{0}};
+    for (int i = 0; i < np; i += 64)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 16; l++)
+                acc[j][l] = fmaf(quant_f16_to_f32(k[i + 16 * j + l]), q[i + 16 * j + l], acc[j][l]);
+    float t3[8], t6[4];
+    for (int l = 0; l < 16; l++)
+        acc[0][l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    for (int l = 0; l < 8; l++)
+        t3[l] = acc[0][l + 8] + acc[0][l];
+    for (int l = 0; l < 4; l++)
+        t6[l] = t3[l + 4] + t3[l];
+    double sum = (t6[0] + t6[2]) + (t6[1] + t6[3]);
+    for (int i = np; i < n; i++)
+        sum += (double)(quant_f16_to_f32(k[i]) * q[i]);
+    return (float)sum;
 }
 
 static void scale_f16(float *acc, float scale, int n) {
@@ -183,7 +212,7 @@ static void attend_one(struct attn_job *j, int t, int h, float *qh, float *acc) 
             vs = expf(score - m);
         }
         mad_f16(acc, v, vs, hd);
-        sum = sum * ms + vs;
+        sum = fmaf(sum, ms, vs); // g++ contracts ggml's S = S * ms + vs into an FMA
     }
     float *out = c->att + (size_t)t * hp->n_head * hd + (size_t)h * hd;
     const float inv = 1.0f / sum;

@@ -104,6 +104,10 @@ static bool schedule_running(engine *e, struct sched_pass *ps, int32_t cur) {
             if (v->state == ENGINE_STATE_RUNNING)
                 victim = v;
         }
+        if (!victim && cur == 0) { // alone and still no room: the cache is too small for it
+            engine_finish_seq(e, s, ENGINE_FINISH_CONTEXT);
+            return false;
+        }
         if (!victim) {
             engine_preempt(e, s);
             return false;
@@ -140,13 +144,10 @@ static bool admit(engine *e, struct sched_pass *ps, struct eng_seq *s) {
     return true;
 }
 
-// A request that cannot fit even into an empty cache would wait forever: fail it.
+// Nothing runs, so every block is free or evictable: a request that cannot be admitted now never
+// will be (its tokens need more blocks than the whole cache). Fail it rather than wait forever.
 static void fail_unfittable(engine *e, struct eng_seq *s) {
-    struct kv_stats st;
-    kv_stats(e->target.kv, &st);
-    const int32_t bs = kv_block_size(e->target.kv);
-    if ((s->n_toks + bs - 1) / bs > st.n_blocks)
-        engine_finish_seq(e, s, ENGINE_FINISH_ERROR);
+    engine_finish_seq(e, s, ENGINE_FINISH_ERROR);
 }
 
 static int grow_sched(engine *e) {
