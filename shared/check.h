@@ -1,5 +1,6 @@
 // Always-on invariant checks. A failed check is a bug in specd, not a user error: it prints the
-// file, line and expression and aborts. Expected failures (bad files, bad jobs) return status codes.
+// file, line and expression and aborts. Expected failures (bad files, bad jobs) return status
+// codes.
 #ifndef SPECD_SHARED_CHECK_H
 #define SPECD_SHARED_CHECK_H
 

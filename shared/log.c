@@ -59,8 +59,8 @@ void log_write(enum log_level level, const char *fmt, ...) {
         struct tm tm;
         gmtime_r(&ts.tv_sec, &tm);
         fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s\n", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                ts.tv_nsec / 1000000, log_level_name(level), line);
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+                log_level_name(level), line);
     }
     pthread_mutex_unlock(&log_mutex);
 }

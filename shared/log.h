@@ -4,8 +4,13 @@
 #ifndef SPECD_SHARED_LOG_H
 #define SPECD_SHARED_LOG_H
 
-enum log_level { LOG_LEVEL_DEBUG = 0, LOG_LEVEL_INFO = 1, LOG_LEVEL_WARN = 2, LOG_LEVEL_ERROR = 3,
-                 LOG_LEVEL_OFF = 4 };
+enum log_level {
+    LOG_LEVEL_DEBUG = 0,
+    LOG_LEVEL_INFO = 1,
+    LOG_LEVEL_WARN = 2,
+    LOG_LEVEL_ERROR = 3,
+    LOG_LEVEL_OFF = 4
+};
 
 // A sink receives one formatted line (no trailing newline). The default sink writes
 // "<iso-time> <level> <line>" to stderr.

@@ -93,14 +93,14 @@ static int check_counts(const char *what, uint32_t depth, uint32_t n_spec, uint3
                         uint32_t drafted, uint32_t accepted, const uint32_t *drafted_at,
                         const uint32_t *accepted_at, char *err, size_t err_size) {
     if (depth > SPEC_MAX_DEPTH)
-        return specd_fail(err, err_size, SPECD_ERR_INVALID,
-                          "%s.depth: %u is out of range (max %d)", what, depth, SPEC_MAX_DEPTH);
+        return specd_fail(err, err_size, SPECD_ERR_INVALID, "%s.depth: %u is out of range (max %d)",
+                          what, depth, SPEC_MAX_DEPTH);
     if (n_spec > n_seqs)
         return specd_fail(err, err_size, SPECD_ERR_INVALID,
                           "%s: n_speculating %u exceeds the %u sequences", what, n_spec, n_seqs);
     if (accepted > drafted)
-        return specd_fail(err, err_size, SPECD_ERR_INVALID,
-                          "%s: accepted %u exceeds drafted %u", what, accepted, drafted);
+        return specd_fail(err, err_size, SPECD_ERR_INVALID, "%s: accepted %u exceeds drafted %u",
+                          what, accepted, drafted);
     for (int k = 0; k < SPEC_MAX_DEPTH; k++)
         if (accepted_at[k] > drafted_at[k])
             return specd_fail(err, err_size, SPECD_ERR_INVALID,
@@ -166,15 +166,14 @@ int proto_metrics_validate(const struct proto_metrics_msg *msg, char *err, size_
 // ---- encode / decode -------------------------------------------------------------------------
 
 static int pack_class(msgpack_packer *pk, const struct spec_class_metrics *c) {
-    return msgpack_pack_map(pk, N_CLASS_FIELDS) ||
-           proto_mp_pack_cstr(pk, "name") || proto_mp_pack_cstr(pk, c->name) ||
-           proto_mp_pack_cstr(pk, "n_seqs") || msgpack_pack_uint32(pk, c->n_seqs) ||
-           proto_mp_pack_cstr(pk, "n_speculating") || msgpack_pack_uint32(pk, c->n_speculating) ||
-           proto_mp_pack_cstr(pk, "depth") || msgpack_pack_uint32(pk, c->depth) ||
-           proto_mp_pack_cstr(pk, "drafted") || msgpack_pack_uint32(pk, c->drafted) ||
-           proto_mp_pack_cstr(pk, "accepted") || msgpack_pack_uint32(pk, c->accepted) ||
-           proto_mp_pack_cstr(pk, "emitted") || msgpack_pack_uint32(pk, c->emitted) ||
-           proto_mp_pack_cstr(pk, "drafted_at") ||
+    return msgpack_pack_map(pk, N_CLASS_FIELDS) || proto_mp_pack_cstr(pk, "name") ||
+           proto_mp_pack_cstr(pk, c->name) || proto_mp_pack_cstr(pk, "n_seqs") ||
+           msgpack_pack_uint32(pk, c->n_seqs) || proto_mp_pack_cstr(pk, "n_speculating") ||
+           msgpack_pack_uint32(pk, c->n_speculating) || proto_mp_pack_cstr(pk, "depth") ||
+           msgpack_pack_uint32(pk, c->depth) || proto_mp_pack_cstr(pk, "drafted") ||
+           msgpack_pack_uint32(pk, c->drafted) || proto_mp_pack_cstr(pk, "accepted") ||
+           msgpack_pack_uint32(pk, c->accepted) || proto_mp_pack_cstr(pk, "emitted") ||
+           msgpack_pack_uint32(pk, c->emitted) || proto_mp_pack_cstr(pk, "drafted_at") ||
            proto_mp_pack_u32_trimmed(pk, c->drafted_at, SPEC_MAX_DEPTH) ||
            proto_mp_pack_cstr(pk, "accepted_at") ||
            proto_mp_pack_u32_trimmed(pk, c->accepted_at, SPEC_MAX_DEPTH);
@@ -182,41 +181,36 @@ static int pack_class(msgpack_packer *pk, const struct spec_class_metrics *c) {
 
 static int pack_metrics(msgpack_packer *pk, const struct proto_metrics_msg *msg) {
     const struct spec_step_metrics *m = &msg->m;
-    int bad = msgpack_pack_map(pk, N_METRICS_FIELDS) ||
-              proto_mp_pack_cstr(pk, "version") || msgpack_pack_uint32(pk, PROTO_VERSION) ||
-              proto_mp_pack_cstr(pk, "worker_id") || proto_mp_pack_cstr(pk, msg->worker_id) ||
-              proto_mp_pack_cstr(pk, "model") || proto_mp_pack_cstr(pk, msg->model) ||
-              proto_mp_pack_cstr(pk, "draft") || proto_mp_pack_cstr(pk, msg->draft) ||
-              proto_mp_pack_cstr(pk, "timestamp_ms") || msgpack_pack_uint64(pk, msg->timestamp_ms) ||
-              proto_mp_pack_cstr(pk, "settings_epoch") ||
-              msgpack_pack_uint64(pk, msg->settings_epoch) ||
-              proto_mp_pack_cstr(pk, "fallback") ||
-              (msg->fallback ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
-              proto_mp_pack_cstr(pk, "queue_depth") || msgpack_pack_uint32(pk, msg->queue_depth) ||
-              proto_mp_pack_cstr(pk, "dropped") || msgpack_pack_uint64(pk, msg->dropped) ||
-              proto_mp_pack_cstr(pk, "step") || msgpack_pack_uint64(pk, m->step) ||
-              proto_mp_pack_cstr(pk, "batch_size") || msgpack_pack_uint32(pk, m->batch_size) ||
-              proto_mp_pack_cstr(pk, "n_speculating") ||
-              msgpack_pack_uint32(pk, m->n_speculating) ||
-              proto_mp_pack_cstr(pk, "depth") || msgpack_pack_uint32(pk, m->depth) ||
-              proto_mp_pack_cstr(pk, "drafted") || msgpack_pack_uint32(pk, m->drafted) ||
-              proto_mp_pack_cstr(pk, "accepted") || msgpack_pack_uint32(pk, m->accepted) ||
-              proto_mp_pack_cstr(pk, "emitted") || msgpack_pack_uint32(pk, m->emitted) ||
-              proto_mp_pack_cstr(pk, "prefill_tokens") ||
-              msgpack_pack_uint32(pk, m->prefill_tokens) ||
-              proto_mp_pack_cstr(pk, "drafted_at") ||
-              proto_mp_pack_u32_trimmed(pk, m->drafted_at, SPEC_MAX_DEPTH) ||
-              proto_mp_pack_cstr(pk, "accepted_at") ||
-              proto_mp_pack_u32_trimmed(pk, m->accepted_at, SPEC_MAX_DEPTH) ||
-              proto_mp_pack_cstr(pk, "t_draft_ms") || msgpack_pack_double(pk, m->t_draft_ms) ||
-              proto_mp_pack_cstr(pk, "t_verify_ms") || msgpack_pack_double(pk, m->t_verify_ms) ||
-              proto_mp_pack_cstr(pk, "t_step_ms") || msgpack_pack_double(pk, m->t_step_ms) ||
-              proto_mp_pack_cstr(pk, "kv_blocks_used") ||
-              msgpack_pack_uint32(pk, m->kv_blocks_used) ||
-              proto_mp_pack_cstr(pk, "kv_blocks_total") ||
-              msgpack_pack_uint32(pk, m->kv_blocks_total) ||
-              proto_mp_pack_cstr(pk, "preemptions") || msgpack_pack_uint32(pk, m->preemptions) ||
-              proto_mp_pack_cstr(pk, "classes") || msgpack_pack_array(pk, m->n_classes);
+    int bad =
+        msgpack_pack_map(pk, N_METRICS_FIELDS) || proto_mp_pack_cstr(pk, "version") ||
+        msgpack_pack_uint32(pk, PROTO_VERSION) || proto_mp_pack_cstr(pk, "worker_id") ||
+        proto_mp_pack_cstr(pk, msg->worker_id) || proto_mp_pack_cstr(pk, "model") ||
+        proto_mp_pack_cstr(pk, msg->model) || proto_mp_pack_cstr(pk, "draft") ||
+        proto_mp_pack_cstr(pk, msg->draft) || proto_mp_pack_cstr(pk, "timestamp_ms") ||
+        msgpack_pack_uint64(pk, msg->timestamp_ms) || proto_mp_pack_cstr(pk, "settings_epoch") ||
+        msgpack_pack_uint64(pk, msg->settings_epoch) || proto_mp_pack_cstr(pk, "fallback") ||
+        (msg->fallback ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
+        proto_mp_pack_cstr(pk, "queue_depth") || msgpack_pack_uint32(pk, msg->queue_depth) ||
+        proto_mp_pack_cstr(pk, "dropped") || msgpack_pack_uint64(pk, msg->dropped) ||
+        proto_mp_pack_cstr(pk, "step") || msgpack_pack_uint64(pk, m->step) ||
+        proto_mp_pack_cstr(pk, "batch_size") || msgpack_pack_uint32(pk, m->batch_size) ||
+        proto_mp_pack_cstr(pk, "n_speculating") || msgpack_pack_uint32(pk, m->n_speculating) ||
+        proto_mp_pack_cstr(pk, "depth") || msgpack_pack_uint32(pk, m->depth) ||
+        proto_mp_pack_cstr(pk, "drafted") || msgpack_pack_uint32(pk, m->drafted) ||
+        proto_mp_pack_cstr(pk, "accepted") || msgpack_pack_uint32(pk, m->accepted) ||
+        proto_mp_pack_cstr(pk, "emitted") || msgpack_pack_uint32(pk, m->emitted) ||
+        proto_mp_pack_cstr(pk, "prefill_tokens") || msgpack_pack_uint32(pk, m->prefill_tokens) ||
+        proto_mp_pack_cstr(pk, "drafted_at") ||
+        proto_mp_pack_u32_trimmed(pk, m->drafted_at, SPEC_MAX_DEPTH) ||
+        proto_mp_pack_cstr(pk, "accepted_at") ||
+        proto_mp_pack_u32_trimmed(pk, m->accepted_at, SPEC_MAX_DEPTH) ||
+        proto_mp_pack_cstr(pk, "t_draft_ms") || msgpack_pack_double(pk, m->t_draft_ms) ||
+        proto_mp_pack_cstr(pk, "t_verify_ms") || msgpack_pack_double(pk, m->t_verify_ms) ||
+        proto_mp_pack_cstr(pk, "t_step_ms") || msgpack_pack_double(pk, m->t_step_ms) ||
+        proto_mp_pack_cstr(pk, "kv_blocks_used") || msgpack_pack_uint32(pk, m->kv_blocks_used) ||
+        proto_mp_pack_cstr(pk, "kv_blocks_total") || msgpack_pack_uint32(pk, m->kv_blocks_total) ||
+        proto_mp_pack_cstr(pk, "preemptions") || msgpack_pack_uint32(pk, m->preemptions) ||
+        proto_mp_pack_cstr(pk, "classes") || msgpack_pack_array(pk, m->n_classes);
     for (uint32_t i = 0; i < m->n_classes && !bad; i++)
         bad = pack_class(pk, &m->classes[i]);
     return bad;

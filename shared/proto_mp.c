@@ -37,28 +37,57 @@ static struct mp_head mp_classify(unsigned char b) {
     if (b >= 0xa0 && b <= 0xbf)
         return (struct mp_head){.fixed = b & 0x1f};
     switch (b) {
-    case 0xc4: case 0xd9: return (struct mp_head){.header = 1, .has_length = true};
-    case 0xc5: case 0xda: return (struct mp_head){.header = 2, .has_length = true};
-    case 0xc6: case 0xdb: return (struct mp_head){.header = 4, .has_length = true};
-    case 0xc7: return (struct mp_head){.header = 1, .has_length = true, .fixed = 1};
-    case 0xc8: return (struct mp_head){.header = 2, .has_length = true, .fixed = 1};
-    case 0xc9: return (struct mp_head){.header = 4, .has_length = true, .fixed = 1};
-    case 0xca: return (struct mp_head){.fixed = 4};
-    case 0xcb: return (struct mp_head){.fixed = 8};
-    case 0xcc: case 0xd0: return (struct mp_head){.fixed = 1};
-    case 0xcd: case 0xd1: return (struct mp_head){.fixed = 2};
-    case 0xce: case 0xd2: return (struct mp_head){.fixed = 4};
-    case 0xcf: case 0xd3: return (struct mp_head){.fixed = 8};
-    case 0xd4: return (struct mp_head){.fixed = 2};
-    case 0xd5: return (struct mp_head){.fixed = 3};
-    case 0xd6: return (struct mp_head){.fixed = 5};
-    case 0xd7: return (struct mp_head){.fixed = 9};
-    case 0xd8: return (struct mp_head){.fixed = 17};
-    case 0xdc: return (struct mp_head){.header = 2, .container = 1};
-    case 0xdd: return (struct mp_head){.header = 4, .container = 1};
-    case 0xde: return (struct mp_head){.header = 2, .container = 2};
-    case 0xdf: return (struct mp_head){.header = 4, .container = 2};
-    default: return (struct mp_head){.bad = true}; // 0xc1, never used
+    case 0xc4:
+    case 0xd9:
+        return (struct mp_head){.header = 1, .has_length = true};
+    case 0xc5:
+    case 0xda:
+        return (struct mp_head){.header = 2, .has_length = true};
+    case 0xc6:
+    case 0xdb:
+        return (struct mp_head){.header = 4, .has_length = true};
+    case 0xc7:
+        return (struct mp_head){.header = 1, .has_length = true, .fixed = 1};
+    case 0xc8:
+        return (struct mp_head){.header = 2, .has_length = true, .fixed = 1};
+    case 0xc9:
+        return (struct mp_head){.header = 4, .has_length = true, .fixed = 1};
+    case 0xca:
+        return (struct mp_head){.fixed = 4};
+    case 0xcb:
+        return (struct mp_head){.fixed = 8};
+    case 0xcc:
+    case 0xd0:
+        return (struct mp_head){.fixed = 1};
+    case 0xcd:
+    case 0xd1:
+        return (struct mp_head){.fixed = 2};
+    case 0xce:
+    case 0xd2:
+        return (struct mp_head){.fixed = 4};
+    case 0xcf:
+    case 0xd3:
+        return (struct mp_head){.fixed = 8};
+    case 0xd4:
+        return (struct mp_head){.fixed = 2};
+    case 0xd5:
+        return (struct mp_head){.fixed = 3};
+    case 0xd6:
+        return (struct mp_head){.fixed = 5};
+    case 0xd7:
+        return (struct mp_head){.fixed = 9};
+    case 0xd8:
+        return (struct mp_head){.fixed = 17};
+    case 0xdc:
+        return (struct mp_head){.header = 2, .container = 1};
+    case 0xdd:
+        return (struct mp_head){.header = 4, .container = 1};
+    case 0xde:
+        return (struct mp_head){.header = 2, .container = 2};
+    case 0xdf:
+        return (struct mp_head){.header = 4, .container = 2};
+    default:
+        return (struct mp_head){.bad = true}; // 0xc1, never used
     }
 }
 
@@ -96,14 +125,14 @@ int proto_mp_precheck(const unsigned char *buf, size_t len, int max_depth, char 
                 return specd_fail(err, err_size, SPECD_ERR_FORMAT,
                                   "malformed msgpack: %s at byte %zu declares %llu entries but "
                                   "only %zu bytes follow",
-                                  h.container == 1 ? "array" : "map", at,
-                                  (unsigned long long)n, len - pos);
+                                  h.container == 1 ? "array" : "map", at, (unsigned long long)n,
+                                  len - pos);
             if (objects == 0)
                 continue;
             if (depth + 1 > max_depth)
                 return specd_fail(err, err_size, SPECD_ERR_FORMAT,
-                                  "malformed msgpack: nested deeper than %d at byte %zu",
-                                  max_depth, at);
+                                  "malformed msgpack: nested deeper than %d at byte %zu", max_depth,
+                                  at);
             left[++depth] = objects;
             continue;
         }
@@ -124,8 +153,8 @@ int proto_mp_unpack_map(const void *buf, size_t len, msgpack_unpacked *up, const
     if (!buf || len == 0)
         return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s: empty message", what);
     if (len > PROTO_BODY_MAX)
-        return specd_fail(err, err_size, SPECD_ERR_FORMAT,
-                          "%s: message of %zu bytes exceeds %d", what, len, PROTO_BODY_MAX);
+        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s: message of %zu bytes exceeds %d",
+                          what, len, PROTO_BODY_MAX);
     char why[160];
     if (proto_mp_precheck(buf, len, PROTO_MP_MAX_DEPTH, why, sizeof why) != SPECD_OK)
         return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s: %s", what, why);
@@ -134,8 +163,8 @@ int proto_mp_unpack_map(const void *buf, size_t len, msgpack_unpacked *up, const
     if (r == MSGPACK_UNPACK_NOMEM_ERROR)
         return specd_fail(err, err_size, SPECD_ERR_NOMEM, "%s: out of memory unpacking", what);
     if (r != MSGPACK_UNPACK_SUCCESS || off != len)
-        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s: malformed msgpack (code %d)",
-                          what, (int)r);
+        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s: malformed msgpack (code %d)", what,
+                          (int)r);
     if (up->data.type != MSGPACK_OBJECT_MAP)
         return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s: expected a map, got %s", what,
                           proto_mp_type_name(up->data.type));
@@ -146,18 +175,30 @@ int proto_mp_unpack_map(const void *buf, size_t len, msgpack_unpacked *up, const
 
 const char *proto_mp_type_name(msgpack_object_type type) {
     switch (type) {
-    case MSGPACK_OBJECT_NIL: return "nil";
-    case MSGPACK_OBJECT_BOOLEAN: return "bool";
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return "positive integer";
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "negative integer";
-    case MSGPACK_OBJECT_FLOAT32: return "float32";
-    case MSGPACK_OBJECT_FLOAT64: return "float64";
-    case MSGPACK_OBJECT_STR: return "str";
-    case MSGPACK_OBJECT_ARRAY: return "array";
-    case MSGPACK_OBJECT_MAP: return "map";
-    case MSGPACK_OBJECT_BIN: return "bin";
-    case MSGPACK_OBJECT_EXT: return "ext";
-    default: return "unknown type";
+    case MSGPACK_OBJECT_NIL:
+        return "nil";
+    case MSGPACK_OBJECT_BOOLEAN:
+        return "bool";
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return "positive integer";
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return "negative integer";
+    case MSGPACK_OBJECT_FLOAT32:
+        return "float32";
+    case MSGPACK_OBJECT_FLOAT64:
+        return "float64";
+    case MSGPACK_OBJECT_STR:
+        return "str";
+    case MSGPACK_OBJECT_ARRAY:
+        return "array";
+    case MSGPACK_OBJECT_MAP:
+        return "map";
+    case MSGPACK_OBJECT_BIN:
+        return "bin";
+    case MSGPACK_OBJECT_EXT:
+        return "ext";
+    default:
+        return "unknown type";
     }
 }
 
@@ -212,8 +253,8 @@ static int read_f64(const msgpack_object *v, double *out, const char *path, cons
     else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
         d = (double)v->via.i64;
     else
-        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s.%s: expected a number, got %s",
-                          path, key, proto_mp_type_name(v->type));
+        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s.%s: expected a number, got %s", path,
+                          key, proto_mp_type_name(v->type));
     if (!isfinite(d) || d < 0)
         return specd_fail(err, err_size, SPECD_ERR_FORMAT,
                           "%s.%s: %g is out of range (finite, >= 0)", path, key, d);
@@ -232,8 +273,8 @@ static int read_str(const msgpack_object *v, char *out, size_t cap, const char *
                           "%s.%s: string of %zu bytes is too long (max %zu)", path, key, n,
                           cap - 1);
     if (n > 0 && memchr(v->via.str.ptr, '\0', n))
-        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s.%s: string holds a NUL byte",
-                          path, key);
+        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s.%s: string holds a NUL byte", path,
+                          key);
     if (n > 0)
         memcpy(out, v->via.str.ptr, n);
     out[n] = '\0';
@@ -243,8 +284,8 @@ static int read_str(const msgpack_object *v, char *out, size_t cap, const char *
 static int read_u32_array(const msgpack_object *v, uint32_t *out, size_t cap, const char *path,
                           const char *key, char *err, size_t err_size) {
     if (v->type != MSGPACK_OBJECT_ARRAY)
-        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s.%s: expected an array, got %s",
-                          path, key, proto_mp_type_name(v->type));
+        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s.%s: expected an array, got %s", path,
+                          key, proto_mp_type_name(v->type));
     if (v->via.array.size > cap)
         return specd_fail(err, err_size, SPECD_ERR_FORMAT,
                           "%s.%s: %u entries is out of range (max %zu)", path, key,
@@ -267,7 +308,8 @@ static int read_field(const struct proto_mp_field *f, const msgpack_object *v, v
     uint64_t x;
     int rc = SPECD_OK;
     switch (f->type) {
-    case PROTO_MP_SKIP: return SPECD_OK;
+    case PROTO_MP_SKIP:
+        return SPECD_OK;
     case PROTO_MP_BOOL:
         if (v->type != MSGPACK_OBJECT_BOOLEAN)
             return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s.%s: expected a bool, got %s",
@@ -284,11 +326,14 @@ static int read_field(const struct proto_mp_field *f, const msgpack_object *v, v
         if (rc == SPECD_OK)
             *(uint64_t *)at = x;
         return rc;
-    case PROTO_MP_F64: return read_f64(v, (double *)at, path, f->key, err, err_size);
-    case PROTO_MP_STR: return read_str(v, at, f->cap, path, f->key, err, err_size);
+    case PROTO_MP_F64:
+        return read_f64(v, (double *)at, path, f->key, err, err_size);
+    case PROTO_MP_STR:
+        return read_str(v, at, f->cap, path, f->key, err, err_size);
     case PROTO_MP_U32_ARRAY:
         return read_u32_array(v, (uint32_t *)at, f->cap, path, f->key, err, err_size);
-    case PROTO_MP_CUSTOM: return f->parse(v, dst, path, err, err_size);
+    case PROTO_MP_CUSTOM:
+        return f->parse(v, dst, path, err, err_size);
     }
     return specd_fail(err, err_size, SPECD_ERR_INVALID, "%s.%s: bad field table", path, f->key);
 }
@@ -311,8 +356,8 @@ int proto_mp_read_map(const msgpack_object *map, const struct proto_mp_field *fi
             if (!key_is(k, fields[f].key))
                 continue;
             if (seen & (1ull << f))
-                return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s: duplicate key \"%s\"",
-                                  path, fields[f].key);
+                return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s: duplicate key \"%s\"", path,
+                                  fields[f].key);
             seen |= 1ull << f;
             int rc = read_field(&fields[f], &map->via.map.ptr[i].val, dst, path, err, err_size);
             if (rc != SPECD_OK)
@@ -322,8 +367,8 @@ int proto_mp_read_map(const msgpack_object *map, const struct proto_mp_field *fi
     }
     for (size_t f = 0; f < n_fields; f++)
         if (fields[f].required && !(seen & (1ull << f)))
-            return specd_fail(err, err_size, SPECD_ERR_FORMAT,
-                              "%s: missing required key \"%s\"", path, fields[f].key);
+            return specd_fail(err, err_size, SPECD_ERR_FORMAT, "%s: missing required key \"%s\"",
+                              path, fields[f].key);
     return SPECD_OK;
 }
 

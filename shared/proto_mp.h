@@ -26,8 +26,7 @@ int proto_mp_unpack_map(const void *buf, size_t len, msgpack_unpacked *up, const
 
 // Finds the "version" key of a map. Returns 0 when it equals PROTO_VERSION, SPECD_ERR_FORMAT
 // when missing or not an unsigned integer, SPECD_ERR_UNSUPPORTED for another version.
-int proto_mp_check_version(const msgpack_object *map, const char *what, char *err,
-                           size_t err_size);
+int proto_mp_check_version(const msgpack_object *map, const char *what, char *err, size_t err_size);
 
 enum proto_mp_type {
     PROTO_MP_SKIP,      // known key checked elsewhere (e.g. "version"); only duplicates checked

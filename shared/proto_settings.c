@@ -56,11 +56,11 @@ static const struct proto_mp_field settings_fields[] = {
 static int check_depth(const char *what, bool enabled, uint32_t depth,
                        const struct spec_settings *s, char *err, size_t err_size) {
     if (depth > s->max_depth)
-        return specd_fail(err, err_size, SPECD_ERR_INVALID,
-                          "%s.depth: %u exceeds max_depth %u", what, depth, s->max_depth);
+        return specd_fail(err, err_size, SPECD_ERR_INVALID, "%s.depth: %u exceeds max_depth %u",
+                          what, depth, s->max_depth);
     if (enabled && depth < s->min_depth)
-        return specd_fail(err, err_size, SPECD_ERR_INVALID,
-                          "%s.depth: %u is below min_depth %u", what, depth, s->min_depth);
+        return specd_fail(err, err_size, SPECD_ERR_INVALID, "%s.depth: %u is below min_depth %u",
+                          what, depth, s->min_depth);
     return SPECD_OK;
 }
 
@@ -101,8 +101,8 @@ int proto_settings_validate(const struct spec_settings *s, char *err, size_t err
         snprintf(what, sizeof what, "settings.classes[%u]", i);
         if (!class_name_ok(c->name))
             return specd_fail(err, err_size, SPECD_ERR_INVALID,
-                              "%s.name: must be 1..%d printable ASCII chars without spaces",
-                              what, SPEC_CLASS_NAME_LEN - 1);
+                              "%s.name: must be 1..%d printable ASCII chars without spaces", what,
+                              SPEC_CLASS_NAME_LEN - 1);
         if ((rc = check_depth(what, c->enabled, c->depth, s, err, err_size)) != SPECD_OK)
             return rc;
         for (uint32_t j = 0; j < i; j++)
@@ -120,15 +120,15 @@ static int pack_bool(msgpack_packer *pk, bool b) {
 }
 
 static int pack_settings(msgpack_packer *pk, const struct spec_settings *s) {
-    int bad = msgpack_pack_map(pk, N_SETTINGS_FIELDS) ||
-              proto_mp_pack_cstr(pk, "version") || msgpack_pack_uint32(pk, PROTO_VERSION) ||
-              proto_mp_pack_cstr(pk, "epoch") || msgpack_pack_uint64(pk, s->epoch) ||
-              proto_mp_pack_cstr(pk, "enabled") || pack_bool(pk, s->enabled) ||
-              proto_mp_pack_cstr(pk, "depth") || msgpack_pack_uint32(pk, s->depth) ||
-              proto_mp_pack_cstr(pk, "min_depth") || msgpack_pack_uint32(pk, s->min_depth) ||
-              proto_mp_pack_cstr(pk, "max_depth") || msgpack_pack_uint32(pk, s->max_depth) ||
-              proto_mp_pack_cstr(pk, "ttl_ms") || msgpack_pack_uint32(pk, s->ttl_ms) ||
-              proto_mp_pack_cstr(pk, "classes") || msgpack_pack_array(pk, s->n_classes);
+    int bad = msgpack_pack_map(pk, N_SETTINGS_FIELDS) || proto_mp_pack_cstr(pk, "version") ||
+              msgpack_pack_uint32(pk, PROTO_VERSION) || proto_mp_pack_cstr(pk, "epoch") ||
+              msgpack_pack_uint64(pk, s->epoch) || proto_mp_pack_cstr(pk, "enabled") ||
+              pack_bool(pk, s->enabled) || proto_mp_pack_cstr(pk, "depth") ||
+              msgpack_pack_uint32(pk, s->depth) || proto_mp_pack_cstr(pk, "min_depth") ||
+              msgpack_pack_uint32(pk, s->min_depth) || proto_mp_pack_cstr(pk, "max_depth") ||
+              msgpack_pack_uint32(pk, s->max_depth) || proto_mp_pack_cstr(pk, "ttl_ms") ||
+              msgpack_pack_uint32(pk, s->ttl_ms) || proto_mp_pack_cstr(pk, "classes") ||
+              msgpack_pack_array(pk, s->n_classes);
     for (uint32_t i = 0; i < s->n_classes && !bad; i++) {
         const struct spec_class_setting *c = &s->classes[i];
         bad = msgpack_pack_map(pk, N_CLASS_FIELDS) || proto_mp_pack_cstr(pk, "name") ||

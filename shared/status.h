@@ -11,15 +11,15 @@
 
 enum specd_status {
     SPECD_OK = 0,
-    SPECD_SOFT_FULL = 1,         // a bounded resource is exhausted (KV blocks, queue slots)
-    SPECD_SOFT_EMPTY = 2,        // nothing to do / nothing available yet
-    SPECD_ERR_INVALID = -1,      // bad argument or bad usage
-    SPECD_ERR_NOMEM = -2,        // allocation failed
-    SPECD_ERR_IO = -3,           // file or socket I/O failed
-    SPECD_ERR_FORMAT = -4,       // malformed input (file, job, message)
-    SPECD_ERR_UNSUPPORTED = -5,  // well-formed but not supported (architecture, tensor type)
-    SPECD_ERR_BACKEND = -6,      // the compute backend failed
-    SPECD_ERR_STATE = -7,        // the object is not in a state that allows the call
+    SPECD_SOFT_FULL = 1,        // a bounded resource is exhausted (KV blocks, queue slots)
+    SPECD_SOFT_EMPTY = 2,       // nothing to do / nothing available yet
+    SPECD_ERR_INVALID = -1,     // bad argument or bad usage
+    SPECD_ERR_NOMEM = -2,       // allocation failed
+    SPECD_ERR_IO = -3,          // file or socket I/O failed
+    SPECD_ERR_FORMAT = -4,      // malformed input (file, job, message)
+    SPECD_ERR_UNSUPPORTED = -5, // well-formed but not supported (architecture, tensor type)
+    SPECD_ERR_BACKEND = -6,     // the compute backend failed
+    SPECD_ERR_STATE = -7,       // the object is not in a state that allows the call
 };
 
 // Name of a status code, e.g. "SPECD_ERR_FORMAT". Never NULL.

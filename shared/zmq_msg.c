@@ -85,8 +85,8 @@ static int check_send_args(void *sock, const char *topic, const void *body, size
     if (!sock || !topic || !topic[0] || strlen(topic) >= PROTO_TOPIC_CAP)
         return specd_fail(err, err_size, SPECD_ERR_INVALID, "zmsg: bad socket or topic");
     if (!body || body_len == 0 || body_len > PROTO_BODY_MAX)
-        return specd_fail(err, err_size, SPECD_ERR_INVALID,
-                          "zmsg: body of %zu bytes (want 1..%d)", body_len, PROTO_BODY_MAX);
+        return specd_fail(err, err_size, SPECD_ERR_INVALID, "zmsg: body of %zu bytes (want 1..%d)",
+                          body_len, PROTO_BODY_MAX);
     return SPECD_OK;
 }
 
@@ -102,8 +102,8 @@ int zmsg_send_metrics(void *sock, const char *topic, uint64_t seq, const void *b
     return send_frames(sock, data, len, 3, err, err_size);
 }
 
-int zmsg_send_settings(void *sock, const char *topic, const void *body, size_t body_len,
-                       char *err, size_t err_size) {
+int zmsg_send_settings(void *sock, const char *topic, const void *body, size_t body_len, char *err,
+                       size_t err_size) {
     int rc = check_send_args(sock, topic, body, body_len, err, err_size);
     if (rc != SPECD_OK)
         return rc;
@@ -240,8 +240,8 @@ int zmsg_recv_settings(void *sock, int flags, const char *worker_id, struct zmsg
         if (rc != SPECD_OK)
             return rc;
         if (kind == PROTO_TOPIC_METRICS)
-            return specd_fail(err, err_size, SPECD_ERR_FORMAT,
-                              "zmsg: topic \"%s\" is not settings", scratch->topic);
+            return specd_fail(err, err_size, SPECD_ERR_FORMAT, "zmsg: topic \"%s\" is not settings",
+                              scratch->topic);
         if (kind == PROTO_TOPIC_SETTINGS_ONE && strcmp(id, worker_id) != 0)
             continue; // another worker's, let through by the prefix filter
         if (broadcast)

@@ -19,12 +19,12 @@
 
 // One received message. About 64 KiB: allocate it once on the heap and reuse it.
 struct zmsg_message {
-    char topic[PROTO_TOPIC_CAP];         // frame 0, NUL-terminated copy
-    size_t topic_len;                    // bytes in frame 0
-    unsigned n_frames;                   // frames the message had
-    uint64_t seq;                        // frame 1 of a metrics message, else 0
-    size_t body_len;                     // bytes in the last frame
-    unsigned char body[PROTO_BODY_MAX];  // the last frame
+    char topic[PROTO_TOPIC_CAP];        // frame 0, NUL-terminated copy
+    size_t topic_len;                   // bytes in frame 0
+    unsigned n_frames;                  // frames the message had
+    uint64_t seq;                       // frame 1 of a metrics message, else 0
+    size_t body_len;                    // bytes in the last frame
+    unsigned char body[PROTO_BODY_MAX]; // the last frame
 };
 
 // Socket options; call before bind/connect. Both set ZMQ_LINGER 0.
@@ -49,8 +49,8 @@ int zmsg_subscribe_settings(void *sock, const char *worker_id, char *err, size_t
 int zmsg_send_metrics(void *sock, const char *topic, uint64_t seq, const void *body,
                       size_t body_len, char *err, size_t err_size);
 // Sends [topic, body]; same returns.
-int zmsg_send_settings(void *sock, const char *topic, const void *body, size_t body_len,
-                       char *err, size_t err_size);
+int zmsg_send_settings(void *sock, const char *topic, const void *body, size_t body_len, char *err,
+                       size_t err_size);
 
 // Receives one whole multipart message expecting want_frames frames (ZMSG_FRAMES_*). flags: 0
 // blocks, ZMQ_DONTWAIT does not. Returns 0; SPECD_SOFT_EMPTY when nothing is waiting (with

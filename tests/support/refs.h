@@ -8,9 +8,9 @@ struct ref_case {
     char *prompt;           // UTF-8 prompt text
     int32_t *prompt_tokens; // llama.cpp's ids, BOS included
     int n_prompt;
-    int32_t *tokens;        // llama.cpp's greedy continuation
+    int32_t *tokens; // llama.cpp's greedy continuation
     int n_tokens;
-    int32_t top5_ids[5];    // the five largest logits at the first generated position
+    int32_t top5_ids[5]; // the five largest logits at the first generated position
     float top5_logits[5];
 };
 

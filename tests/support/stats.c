@@ -37,8 +37,7 @@ double stats_gamma_q(double a, double x) {
 
 // Pearson chi-square p-value of obs[0..cells) over n draws against prob[] (sum 1); cells with
 // expected count < 5 are pooled. *impossible gets the draws in cells of probability 0.
-double stats_chi2_pvalue(const long *obs, const double *prob, int cells, long n,
-                          long *impossible) {
+double stats_chi2_pvalue(const long *obs, const double *prob, int cells, long n, long *impossible) {
     double stat = 0.0, pool_e = 0.0;
     long pool_o = 0;
     int used = 0;

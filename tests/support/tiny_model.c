@@ -7,9 +7,16 @@
 #include "worker/engine/quant.h"
 
 struct tiny_model_params tiny_model_default_params(void) {
-    struct tiny_model_params p = {.n_vocab = 8, .n_embd = 32, .n_layer = 2, .n_head = 4,
-                                  .n_head_kv = 2, .n_ff = 64, .n_ctx = 256, .scale = 0.5f,
-                                  .type = GGML_TYPE_F32, .seed = 1};
+    struct tiny_model_params p = {.n_vocab = 8,
+                                  .n_embd = 32,
+                                  .n_layer = 2,
+                                  .n_head = 4,
+                                  .n_head_kv = 2,
+                                  .n_ff = 64,
+                                  .n_ctx = 256,
+                                  .scale = 0.5f,
+                                  .type = GGML_TYPE_F32,
+                                  .seed = 1};
     return p;
 }
 

@@ -8,14 +8,14 @@
 #include "worker/engine/gguf.h"
 
 struct tiny_model_params {
-    int n_vocab;  // 4..64
-    int n_embd;   // multiple of 32
+    int n_vocab; // 4..64
+    int n_embd;  // multiple of 32
     int n_layer;
     int n_head;
     int n_head_kv;
-    int n_ff;     // multiple of 32
+    int n_ff; // multiple of 32
     int n_ctx;
-    float scale;  // weight magnitude: larger gives peakier distributions
+    float scale;          // weight magnitude: larger gives peakier distributions
     enum ggml_dtype type; // of the 2-D weights
     uint64_t seed;
 };

@@ -52,8 +52,8 @@ static int load_prompts(const engine *e, const char *const *files, int n_files, 
             ps->tokens = realloc(ps->tokens, sizeof *ps->tokens * (ps->count + 1));
             ps->n = realloc(ps->n, sizeof *ps->n * (ps->count + 1));
             int32_t *t = malloc(sizeof *t * 4096);
-            int m = tok_encode(engine_tokenizer(e), lines[i], strlen(lines[i]), true, false, t,
-                               4096);
+            int m =
+                tok_encode(engine_tokenizer(e), lines[i], strlen(lines[i]), true, false, t, 4096);
             ps->tokens[ps->count] = t;
             ps->n[ps->count++] = m < max_len ? m : max_len;
         }
@@ -65,7 +65,7 @@ static int load_prompts(const engine *e, const char *const *files, int n_files, 
 struct run_cfg {
     int max_tokens;
     struct sampler_params sp;
-    int join_every; // add one request every this many steps (0: all at once)
+    int join_every;     // add one request every this many steps (0: all at once)
     int priority_every; // every n-th request is high priority (0: none)
 };
 
@@ -78,8 +78,10 @@ static int run_all(engine *e, const struct prompt_set *ps, const struct run_cfg 
     *preemptions = 0;
     while (added < ps->count || engine_has_work(e)) {
         while (added < ps->count && (cfg->join_every == 0 || steps % cfg->join_every == 0)) {
-            struct engine_request r = {.prompt = ps->tokens[added], .n_prompt = ps->n[added],
-                                       .max_tokens = cfg->max_tokens, .sampling = cfg->sp,
+            struct engine_request r = {.prompt = ps->tokens[added],
+                                       .n_prompt = ps->n[added],
+                                       .max_tokens = cfg->max_tokens,
+                                       .sampling = cfg->sp,
                                        .ignore_eos = true};
             r.sampling.seed = cfg->sp.seed + (uint64_t)added;
             if (cfg->priority_every && added % cfg->priority_every == 0)
@@ -193,8 +195,8 @@ static int compare_outputs(const struct prompt_set *ps, const char *what) {
     for (int i = 0; i < ps->count; i++)
         if (ref_n[i] != spec_n[i] || memcmp(ref_out[i], spec_out[i], sizeof(int32_t) * ref_n[i])) {
             if (bad++ < 3)
-                TEST_FAIL_AT(__FILE__, __LINE__, "%s: prompt %d differs from plain decoding",
-                             what, i);
+                TEST_FAIL_AT(__FILE__, __LINE__, "%s: prompt %d differs from plain decoding", what,
+                             i);
         }
     return bad;
 }
@@ -400,8 +402,8 @@ TEST(spec_sampling_keeps_target_distribution) {
         double joint[V * V * V];
         REQUIRE(exact_three_token_dist(tpath, prompt, 5, &sps[c], joint, V) == 0);
         for (int prop = 0; prop < 3; prop++) {
-            engine *e = make_engine(tpath, prop == 1 ? dpath : NULL,
-                                    (enum engine_proposer)prop, prop ? 3 : 0, NULL);
+            engine *e = make_engine(tpath, prop == 1 ? dpath : NULL, (enum engine_proposer)prop,
+                                    prop ? 3 : 0, NULL);
             REQUIRE(e);
             long counts[V * V * V], impossible = 0;
             memset(counts, 0, sizeof counts);
@@ -409,7 +411,8 @@ TEST(spec_sampling_keeps_target_distribution) {
             double pv = stats_chi2_pvalue(counts, joint, V * V * V, RUNS, &impossible);
             fprintf(stderr,
                     "  sampling %d proposer %d: acceptance %.2f, chi-square p-value %.4g, "
-                    "impossible %ld\n", c, prop, acc, pv, impossible);
+                    "impossible %ld\n",
+                    c, prop, acc, pv, impossible);
             CHECK(pv > 1e-4); // tests/unit/test_spec_accept.c shows this test rejects wrong rules
             CHECK_EQ_INT(impossible, 0);
             if (prop > 0)
@@ -431,8 +434,12 @@ TEST(stop_strings_eos_and_length) {
     REQUIRE(e);
     int32_t prompt[] = {1, 403, 407, 261, 378}; // "Once upon a time"
     const char *stops[] = {"Lily"};
-    struct engine_request r = {.prompt = prompt, .n_prompt = 5, .max_tokens = 60,
-                               .sampling = sampler_default_params(), .stop = stops, .n_stop = 1};
+    struct engine_request r = {.prompt = prompt,
+                               .n_prompt = 5,
+                               .max_tokens = 60,
+                               .sampling = sampler_default_params(),
+                               .stop = stops,
+                               .n_stop = 1};
     uint64_t id1, id2;
     char err[128];
     REQUIRE(engine_add(e, &r, &id1, err, sizeof err) == 0);
@@ -466,8 +473,11 @@ TEST(class_override_disables_speculation_for_that_class) {
     REQUIRE(e);
     REQUIRE(engine_set_class_depth(e, "batch", 0) == 0);
     int32_t prompt[] = {1, 403, 407, 261, 378};
-    struct engine_request r = {.prompt = prompt, .n_prompt = 5, .max_tokens = 40,
-                               .sampling = sampler_default_params(), .class_name = "batch"};
+    struct engine_request r = {.prompt = prompt,
+                               .n_prompt = 5,
+                               .max_tokens = 40,
+                               .sampling = sampler_default_params(),
+                               .class_name = "batch"};
     uint64_t a, b;
     char err[128];
     REQUIRE(engine_add(e, &r, &a, err, sizeof err) == 0);
@@ -496,8 +506,8 @@ TEST(prefix_cache_reuses_shared_prompt) {
     int32_t prompt[70];
     for (int i = 0; i < 70; i++)
         prompt[i] = i == 0 ? 1 : 260 + (i * 7) % 200;
-    struct engine_request r = {.prompt = prompt, .n_prompt = 70, .max_tokens = 10,
-                               .sampling = sampler_default_params()};
+    struct engine_request r = {
+        .prompt = prompt, .n_prompt = 70, .max_tokens = 10, .sampling = sampler_default_params()};
     uint64_t a, b;
     char err[128];
     REQUIRE(engine_add(e, &r, &a, err, sizeof err) == 0);
@@ -530,8 +540,11 @@ TEST(cache_smaller_than_request_never_hangs) {
     int32_t prompt[60];
     for (int i = 0; i < 60; i++)
         prompt[i] = i == 0 ? 1 : 300 + i;
-    struct engine_request r = {.prompt = prompt, .n_prompt = 40, .max_tokens = 100,
-                               .sampling = sampler_default_params(), .ignore_eos = true};
+    struct engine_request r = {.prompt = prompt,
+                               .n_prompt = 40,
+                               .max_tokens = 100,
+                               .sampling = sampler_default_params(),
+                               .ignore_eos = true};
     uint64_t a, b;
     char err[128];
     REQUIRE(engine_add(e, &r, &a, err, sizeof err) == 0);

@@ -109,7 +109,8 @@ static void check_refs(const char *model_file, const char *refs_file, bool exact
         total += n_gen;
         full += same >= MATCH_TOKENS || same == n_gen;
         if (same < n_gen)
-            fprintf(stderr, "  %s case %d: same for %d tokens, then %d vs ref %d (logit gap %.3f)\n",
+            fprintf(stderr,
+                    "  %s case %d: same for %d tokens, then %d vs ref %d (logit gap %.3f)\n",
                     refs_file, c, same, out[same], cases[c].tokens[same], gap);
         if (same < MATCH_TOKENS && same < n_gen && (exact || gap > NEAR_TIE))
             TEST_FAIL_AT(__FILE__, __LINE__, "%s case %d: diverges at token %d, gap %.3f",

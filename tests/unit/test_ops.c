@@ -197,11 +197,21 @@ static void check_matmul_type(enum ggml_dtype type, double tol) {
     free(y);
 }
 
-TEST(matmul_f32) { check_matmul_type(GGML_TYPE_F32, 0); }
-TEST(matmul_f16) { check_matmul_type(GGML_TYPE_F16, 1e-3); }
-TEST(matmul_bf16) { check_matmul_type(GGML_TYPE_BF16, 1e-2); }
-TEST(matmul_q8_0) { check_matmul_type(GGML_TYPE_Q8_0, 1.0 / 127 + 1e-6); }
-TEST(matmul_q4_0) { check_matmul_type(GGML_TYPE_Q4_0, 1.0 / 7 + 1e-6); }
+TEST(matmul_f32) {
+    check_matmul_type(GGML_TYPE_F32, 0);
+}
+TEST(matmul_f16) {
+    check_matmul_type(GGML_TYPE_F16, 1e-3);
+}
+TEST(matmul_bf16) {
+    check_matmul_type(GGML_TYPE_BF16, 1e-2);
+}
+TEST(matmul_q8_0) {
+    check_matmul_type(GGML_TYPE_Q8_0, 1.0 / 127 + 1e-6);
+}
+TEST(matmul_q4_0) {
+    check_matmul_type(GGML_TYPE_Q4_0, 1.0 / 7 + 1e-6);
+}
 
 static void count_range(void *ctx, int begin, int end, int thread) {
     int *hits = ctx;

@@ -398,20 +398,25 @@ TEST(settings_round_trip_every_field) {
 // Byte vector written out by hand from the msgpack spec (fixmap, fixstr, uint16 0xcd ...).
 TEST(settings_encoding_matches_hand_computed_bytes) {
     static const unsigned char want[] = {
-        0x88,                                                 // map, 8 pairs
-        0xa7, 'v', 'e', 'r', 's', 'i', 'o', 'n', 0x01,        // "version": 1
-        0xa5, 'e', 'p', 'o', 'c', 'h', 0x07,                  // "epoch": 7
-        0xa7, 'e', 'n', 'a', 'b', 'l', 'e', 'd', 0xc3,        // "enabled": true
-        0xa5, 'd', 'e', 'p', 't', 'h', 0x04,                  // "depth": 4
-        0xa9, 'm', 'i', 'n', '_', 'd', 'e', 'p', 't', 'h', 0x01,
-        0xa9, 'm', 'a', 'x', '_', 'd', 'e', 'p', 't', 'h', 0x08,
-        0xa6, 't', 't', 'l', '_', 'm', 's', 0xcd, 0x13, 0x88, // "ttl_ms": 5000
-        0xa7, 'c', 'l', 'a', 's', 's', 'e', 's', 0x91,        // "classes": [ one map
-        0x83, 0xa4, 'n', 'a', 'm', 'e', 0xa4, 'c', 'h', 'a', 't', 0xa7, 'e', 'n', 'a', 'b', 'l',
-        'e', 'd', 0xc2, 0xa5, 'd', 'e', 'p', 't', 'h', 0x00,
+        0x88,                                                // map, 8 pairs
+        0xa7, 'v',  'e',  'r',  's', 'i',  'o',  'n',  0x01, // "version": 1
+        0xa5, 'e',  'p',  'o',  'c', 'h',  0x07,             // "epoch": 7
+        0xa7, 'e',  'n',  'a',  'b', 'l',  'e',  'd',  0xc3, // "enabled": true
+        0xa5, 'd',  'e',  'p',  't', 'h',  0x04,             // "depth": 4
+        0xa9, 'm',  'i',  'n',  '_', 'd',  'e',  'p',  't',  'h', 0x01, 0xa9, 'm',  'a',
+        'x',  '_',  'd',  'e',  'p', 't',  'h',  0x08, 0xa6, 't', 't',  'l',  '_',  'm',
+        's',  0xcd, 0x13, 0x88,                              // "ttl_ms": 5000
+        0xa7, 'c',  'l',  'a',  's', 's',  'e',  's',  0x91, // "classes": [ one map
+        0x83, 0xa4, 'n',  'a',  'm', 'e',  0xa4, 'c',  'h',  'a', 't',  0xa7, 'e',  'n',
+        'a',  'b',  'l',  'e',  'd', 0xc2, 0xa5, 'd',  'e',  'p', 't',  'h',  0x00,
     };
-    struct spec_settings s = {.epoch = 7, .enabled = true, .depth = 4, .min_depth = 1,
-                              .max_depth = 8, .ttl_ms = 5000, .n_classes = 1};
+    struct spec_settings s = {.epoch = 7,
+                              .enabled = true,
+                              .depth = 4,
+                              .min_depth = 1,
+                              .max_depth = 8,
+                              .ttl_ms = 5000,
+                              .n_classes = 1};
     strcpy(s.classes[0].name, "chat");
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
@@ -572,8 +577,7 @@ TEST(metrics_rejects_out_of_range) {
     CASE(METRICS, tree_set(root, "t_step_ms", o_f64(-0.5)), SPECD_ERR_FORMAT,
          "metrics.t_step_ms: -0.5 is out of range");
     CASE(METRICS, tree_set(root, "t_step_ms", o_f64(NAN)), SPECD_ERR_FORMAT, "out of range");
-    CASE(METRICS, tree_set(root, "t_draft_ms", o_f64(INFINITY)), SPECD_ERR_FORMAT,
-         "out of range");
+    CASE(METRICS, tree_set(root, "t_draft_ms", o_f64(INFINITY)), SPECD_ERR_FORMAT, "out of range");
     CASE(METRICS, tree_set(root, "t_draft_ms", o_neg(-3)), SPECD_ERR_FORMAT, "out of range");
     CASE(METRICS, tree_set(root, "drafted_at", o_array(&t, SPEC_MAX_DEPTH + 1, o_uint(1))),
          SPECD_ERR_FORMAT, "metrics.drafted_at: 17 entries is out of range (max 16)");
@@ -601,14 +605,12 @@ TEST(metrics_rejects_bad_strings) {
          "metrics.draft: string holds a NUL byte");
     CASE(METRICS, tree_set(root, "worker_id", o_str("w 1")), SPECD_ERR_FORMAT,
          "metrics.worker_id: must be 1..63 chars of [A-Za-z0-9._-]");
-    CASE(METRICS, tree_set(root, "worker_id", o_str("all")), SPECD_ERR_FORMAT,
-         "metrics.worker_id");
+    CASE(METRICS, tree_set(root, "worker_id", o_str("all")), SPECD_ERR_FORMAT, "metrics.worker_id");
     CASE(METRICS, tree_set(root, "worker_id", o_str("")), SPECD_ERR_FORMAT, "metrics.worker_id");
     CASE(METRICS, tree_set(root, "model", o_str("")), SPECD_ERR_FORMAT,
          "metrics.model: must be 1..63 printable ASCII chars");
     CASE(METRICS, tree_set(root, "draft", o_str("tab\there")), SPECD_ERR_FORMAT, "metrics.draft");
-    CASE(METRICS, tree_set(root, "model", o_str("caf\xc3\xa9")), SPECD_ERR_FORMAT,
-         "metrics.model");
+    CASE(METRICS, tree_set(root, "model", o_str("caf\xc3\xa9")), SPECD_ERR_FORMAT, "metrics.model");
     CASE(METRICS, tree_set(root, "classes.2.name", o_str("a b")), SPECD_ERR_FORMAT,
          "metrics.classes[2].name: must be 1..31 printable ASCII chars without spaces");
     CASE(METRICS, tree_set(root, "classes.2.name", o_str("")), SPECD_ERR_FORMAT,
@@ -677,7 +679,8 @@ TEST(settings_rejects_malformed) {
          "settings.classes[0].depth: 17 is out of range (max 16)");
     CASE(SETTINGS, tree_set(root, "classes.0.depth", o_uint(1)), SPECD_ERR_FORMAT,
          "settings.classes[0].depth: 1 is below min_depth 2");
-    CASE(SETTINGS, (tree_set(root, "max_depth", o_uint(8)), tree_set(root, "classes.0.depth", o_uint(9))),
+    CASE(SETTINGS,
+         (tree_set(root, "max_depth", o_uint(8)), tree_set(root, "classes.0.depth", o_uint(9))),
          SPECD_ERR_FORMAT, "settings.classes[0].depth: 9 exceeds max_depth 8");
     CASE(SETTINGS, tree_drop(root, "classes.3", "enabled"), SPECD_ERR_FORMAT,
          "settings.classes[3]: missing required key \"enabled\"");

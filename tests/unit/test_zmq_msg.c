@@ -199,7 +199,7 @@ static void round_trip(bool tcp) {
     struct proto_seq_stats st[N_WORKERS];
     const uint64_t want_lost[N_WORKERS] = {3, 1, 0};
     for (int w = 0; w < N_WORKERS; w++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "w%d", w);
         CHECK_EQ_INT(proto_seq_tracker_stats(tracker, id, &st[w]), SPECD_OK);
         CHECK(st[w].lost == want_lost[w]);
@@ -290,8 +290,12 @@ TEST(settings_reach_the_right_worker_tcp) {
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
     char err[256] = "";
-    struct spec_settings s = {.enabled = true, .depth = 3, .min_depth = 1, .max_depth = 8,
-                              .ttl_ms = 2000, .n_classes = 1};
+    struct spec_settings s = {.enabled = true,
+                              .depth = 3,
+                              .min_depth = 1,
+                              .max_depth = 8,
+                              .ttl_ms = 2000,
+                              .n_classes = 1};
     strcpy(s.classes[0].name, "batch");
     const char *targets[4] = {"w10", "w2", NULL, "w1"};
     for (int i = 0; i < 4; i++) {
@@ -311,12 +315,12 @@ TEST(settings_reach_the_right_worker_tcp) {
     CHECK_EQ_INT(got.depth, 3);
     CHECK_EQ_INT(got.ttl_ms, 2000);
     CHECK_EQ_STR(got.classes[0].name, "batch");
-    CHECK_EQ_INT(zmsg_recv_settings(l.sub, ZMQ_DONTWAIT, "w1", scratch, &got, NULL, err,
-                                    sizeof err),
-                 SPECD_SOFT_EMPTY);
-    CHECK_EQ_INT(zmsg_recv_settings(l.sub, ZMQ_DONTWAIT, "all", scratch, &got, NULL, err,
-                                    sizeof err),
-                 SPECD_ERR_INVALID);
+    CHECK_EQ_INT(
+        zmsg_recv_settings(l.sub, ZMQ_DONTWAIT, "w1", scratch, &got, NULL, err, sizeof err),
+        SPECD_SOFT_EMPTY);
+    CHECK_EQ_INT(
+        zmsg_recv_settings(l.sub, ZMQ_DONTWAIT, "all", scratch, &got, NULL, err, sizeof err),
+        SPECD_ERR_INVALID);
     free(scratch);
     msgpack_sbuffer_destroy(&b);
     link_close(&l);
@@ -434,8 +438,7 @@ TEST(bad_arguments) {
     msg.m.depth = SPEC_MAX_DEPTH + 1;
     CHECK_EQ_INT(zmsg_publish_metrics(pub, &msg, 1, &b, err, sizeof err), SPECD_ERR_INVALID);
     struct spec_settings s = {.max_depth = 4, .ttl_ms = 1};
-    CHECK_EQ_INT(zmsg_publish_settings(pub, "bad id", &s, &b, err, sizeof err),
-                 SPECD_ERR_INVALID);
+    CHECK_EQ_INT(zmsg_publish_settings(pub, "bad id", &s, &b, err, sizeof err), SPECD_ERR_INVALID);
     CHECK_EQ_INT(zmsg_subscribe_settings(sub, "all", err, sizeof err), SPECD_ERR_INVALID);
     CHECK_EQ_INT(zmsg_configure_publisher(pub, 0, false, err, sizeof err), SPECD_ERR_INVALID);
     CHECK_EQ_INT(zmsg_configure_subscriber(NULL, 10, err, sizeof err), SPECD_ERR_INVALID);

@@ -73,11 +73,14 @@ static int parse_depths(const char *s, struct bench_opts *o) {
 enum { OPT_PROMPTS = 1, OPT_PARALLEL, OPT_DEPTHS, OPT_MARKDOWN, OPT_TEMP };
 
 static int parse_args(int argc, char **argv, struct bench_opts *o) {
-    static const struct option own[] = {
-        {"file", required_argument, 0, 'f'},         {"max-tokens", required_argument, 0, 'n'},
-        {"prompts", required_argument, 0, OPT_PROMPTS}, {"parallel", required_argument, 0, OPT_PARALLEL},
-        {"depths", required_argument, 0, OPT_DEPTHS},   {"markdown", no_argument, 0, OPT_MARKDOWN},
-        {"temp", required_argument, 0, OPT_TEMP},       {"help", no_argument, 0, 'h'}};
+    static const struct option own[] = {{"file", required_argument, 0, 'f'},
+                                        {"max-tokens", required_argument, 0, 'n'},
+                                        {"prompts", required_argument, 0, OPT_PROMPTS},
+                                        {"parallel", required_argument, 0, OPT_PARALLEL},
+                                        {"depths", required_argument, 0, OPT_DEPTHS},
+                                        {"markdown", no_argument, 0, OPT_MARKDOWN},
+                                        {"temp", required_argument, 0, OPT_TEMP},
+                                        {"help", no_argument, 0, 'h'}};
     struct option all[64];
     int n = 0;
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
@@ -96,7 +99,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
         if (shared > 0)
             continue;
         switch (c) {
-        case 'f': o->file = optarg; break;
+        case 'f':
+            o->file = optarg;
+            break;
         case 'n':
             if (cli_parse_int(PROG, "max-tokens", optarg, 1, 1 << 20, &v))
                 return 2;
@@ -119,13 +124,17 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
                 return 2;
             }
             break;
-        case OPT_MARKDOWN: o->markdown = true; break;
+        case OPT_MARKDOWN:
+            o->markdown = true;
+            break;
         case OPT_TEMP:
             if (cli_parse_float(PROG, "temp", optarg, 0, 100, &f))
                 return 2;
             o->temperature = (float)f;
             break;
-        case 'h': usage(stdout); return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
         default:
             fprintf(stderr, PROG ": unknown or incomplete option '%s' (see --help)\n",
                     argv[optind - 1]);
@@ -167,8 +176,10 @@ static int bench_config(const struct bench_opts *o, char **prompts, int n_prompt
             int32_t toks[4096];
             int n = tok_encode(engine_tokenizer(e), prompts[next], strlen(prompts[next]), true,
                                false, toks, 4096);
-            struct engine_request r = {.prompt = toks, .n_prompt = n > 0 ? n : 0,
-                                       .max_tokens = o->max_tokens, .ignore_eos = true,
+            struct engine_request r = {.prompt = toks,
+                                       .n_prompt = n > 0 ? n : 0,
+                                       .max_tokens = o->max_tokens,
+                                       .ignore_eos = true,
                                        .sampling = sampler_default_params()};
             r.sampling.temperature = o->temperature;
             r.sampling.seed = (uint64_t)next + 1;
@@ -252,8 +263,11 @@ static void print_row(const struct bench_opts *o, const struct bench_row *r, dou
 }
 
 int main(int argc, char **argv) {
-    struct bench_opts o = {.ep = engine_default_params(), .max_tokens = 64, .n_prompts = 20,
-                           .parallel = 1, .n_depths = 9};
+    struct bench_opts o = {.ep = engine_default_params(),
+                           .max_tokens = 64,
+                           .n_prompts = 20,
+                           .parallel = 1,
+                           .n_depths = 9};
     for (int i = 0; i <= 8; i++)
         o.depths[i] = i;
     int rc = parse_args(argc, argv, &o);
@@ -276,8 +290,8 @@ int main(int argc, char **argv) {
                "ms/step | verify ms/step | other ms/step |\n|---|---:|---:|---:|---:|---:|---:|"
                "---:|---:|\n");
     else
-        printf("%-10s %9s %9s %10s %9s %7s %9s %9s %8s\n", "config", "tok/s", "vs plain",
-               "accept", "tok/step", "steps", "draft ms", "verify ms", "other ms");
+        printf("%-10s %9s %9s %10s %9s %7s %9s %9s %8s\n", "config", "tok/s", "vs plain", "accept",
+               "tok/step", "steps", "draft ms", "verify ms", "other ms");
     double base = 0;
     for (int i = 0; i < o.n_depths && !rc; i++) {
         struct bench_row row;

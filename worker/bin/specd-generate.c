@@ -62,18 +62,34 @@ static int bad_usage(const char *msg) {
     return 2;
 }
 
-enum { OPT_JSON = 1, OPT_PARALLEL, OPT_STOP, OPT_IGNORE_EOS, OPT_NO_BOS, OPT_CLASS, OPT_TEMP,
-       OPT_TOPK, OPT_TOPP, OPT_SEED };
+enum {
+    OPT_JSON = 1,
+    OPT_PARALLEL,
+    OPT_STOP,
+    OPT_IGNORE_EOS,
+    OPT_NO_BOS,
+    OPT_CLASS,
+    OPT_TEMP,
+    OPT_TOPK,
+    OPT_TOPP,
+    OPT_SEED
+};
 
 static int parse_args(int argc, char **argv, struct gen_opts *o) {
-    static const struct option own[] = {
-        {"prompt", required_argument, 0, 'p'},  {"file", required_argument, 0, 'f'},
-        {"max-tokens", required_argument, 0, 'n'}, {"json", no_argument, 0, OPT_JSON},
-        {"parallel", required_argument, 0, OPT_PARALLEL}, {"stop", required_argument, 0, OPT_STOP},
-        {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS}, {"no-bos", no_argument, 0, OPT_NO_BOS},
-        {"class", required_argument, 0, OPT_CLASS},   {"temp", required_argument, 0, OPT_TEMP},
-        {"top-k", required_argument, 0, OPT_TOPK},    {"top-p", required_argument, 0, OPT_TOPP},
-        {"seed", required_argument, 0, OPT_SEED},     {"help", no_argument, 0, 'h'}};
+    static const struct option own[] = {{"prompt", required_argument, 0, 'p'},
+                                        {"file", required_argument, 0, 'f'},
+                                        {"max-tokens", required_argument, 0, 'n'},
+                                        {"json", no_argument, 0, OPT_JSON},
+                                        {"parallel", required_argument, 0, OPT_PARALLEL},
+                                        {"stop", required_argument, 0, OPT_STOP},
+                                        {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
+                                        {"no-bos", no_argument, 0, OPT_NO_BOS},
+                                        {"class", required_argument, 0, OPT_CLASS},
+                                        {"temp", required_argument, 0, OPT_TEMP},
+                                        {"top-k", required_argument, 0, OPT_TOPK},
+                                        {"top-p", required_argument, 0, OPT_TOPP},
+                                        {"seed", required_argument, 0, OPT_SEED},
+                                        {"help", no_argument, 0, 'h'}};
     enum { N_OWN = sizeof own / sizeof own[0] };
     struct option all[N_OWN + 32];
     int n = 0;
@@ -93,14 +109,20 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
         if (shared > 0)
             continue;
         switch (c) {
-        case 'p': o->prompt = optarg; break;
-        case 'f': o->file = optarg; break;
+        case 'p':
+            o->prompt = optarg;
+            break;
+        case 'f':
+            o->file = optarg;
+            break;
         case 'n':
             if (cli_parse_int(PROG, "max-tokens", optarg, 1, 1 << 20, &v))
                 return 2;
             o->req.max_tokens = (int32_t)v;
             break;
-        case OPT_JSON: o->json = true; break;
+        case OPT_JSON:
+            o->json = true;
+            break;
         case OPT_PARALLEL:
             if (cli_parse_int(PROG, "parallel", optarg, 1, 65536, &v))
                 return 2;
@@ -111,9 +133,15 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
                 return bad_usage("at most 16 --stop strings");
             o->stops[o->n_stop++] = optarg;
             break;
-        case OPT_IGNORE_EOS: o->req.ignore_eos = true; break;
-        case OPT_NO_BOS: o->add_bos = false; break;
-        case OPT_CLASS: o->req.class_name = optarg; break;
+        case OPT_IGNORE_EOS:
+            o->req.ignore_eos = true;
+            break;
+        case OPT_NO_BOS:
+            o->add_bos = false;
+            break;
+        case OPT_CLASS:
+            o->req.class_name = optarg;
+            break;
         case OPT_TEMP:
             if (cli_parse_float(PROG, "temp", optarg, 0, 100, &f))
                 return 2;
@@ -134,7 +162,9 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
                 return 2;
             o->req.sampling.seed = (uint64_t)v;
             break;
-        case 'h': usage(stdout); return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
         default:
             fprintf(stderr, PROG ": unknown or incomplete option '%s'\n", argv[optind - 1]);
             return bad_usage("bad option");
@@ -157,10 +187,10 @@ struct gen_run {
     char **prompts;
     int n_prompts;
     uint64_t *ids;
-    int next;         // next prompt to add
-    int done;         // prompts printed
+    int next; // next prompt to add
+    int done; // prompts printed
     uint64_t gen_tokens, drafted, accepted, steps;
-    size_t streamed;  // bytes of the single running request already printed
+    size_t streamed; // bytes of the single running request already printed
 };
 
 static void print_result(struct gen_run *r, int i, const struct engine_output *out) {

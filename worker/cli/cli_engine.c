@@ -77,8 +77,7 @@ int cli_parse_float(const char *prog, const char *name, const char *arg, double 
     errno = 0;
     double v = strtod(arg, &end);
     if (errno || end == arg || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "%s: --%s wants a number in [%g, %g], got '%s'\n", prog, name, lo, hi,
-                arg);
+        fprintf(stderr, "%s: --%s wants a number in [%g, %g], got '%s'\n", prog, name, lo, hi, arg);
         return -1;
     }
     *out = v;
@@ -113,25 +112,44 @@ int cli_engine_option(int opt, const char *arg, struct engine_params *p, const c
         int opt;
         const char *name;
         long lo, hi;
-    } ints[] = {{'t', "threads", 1, 1024},           {OPT_DEPTH, "depth", 0, 16},
-                {OPT_MAX_DEPTH, "max-depth", 0, 16},  {OPT_CTX, "ctx", 2, 1 << 20},
-                {OPT_BLOCK, "block-size", 1, 4096},   {OPT_KV_MIB, "kv-mib", 1, 1 << 20},
-                {OPT_MAX_SEQS, "max-seqs", 1, 65536}, {OPT_MAX_TOKENS_STEP, "max-batch-tokens", 2,
-                                                       1 << 20}};
+    } ints[] = {{'t', "threads", 1, 1024},
+                {OPT_DEPTH, "depth", 0, 16},
+                {OPT_MAX_DEPTH, "max-depth", 0, 16},
+                {OPT_CTX, "ctx", 2, 1 << 20},
+                {OPT_BLOCK, "block-size", 1, 4096},
+                {OPT_KV_MIB, "kv-mib", 1, 1 << 20},
+                {OPT_MAX_SEQS, "max-seqs", 1, 65536},
+                {OPT_MAX_TOKENS_STEP, "max-batch-tokens", 2, 1 << 20}};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         if (ints[i].opt != opt)
             continue;
         if (cli_parse_int(prog, ints[i].name, arg, ints[i].lo, ints[i].hi, &v))
             return -1;
         switch (opt) {
-        case 't': p->n_threads = (int)v; break;
-        case OPT_DEPTH: p->depth = (int32_t)v; break;
-        case OPT_MAX_DEPTH: p->max_depth = (int32_t)v; break;
-        case OPT_CTX: p->n_ctx = (int32_t)v; break;
-        case OPT_BLOCK: p->block_size = (int32_t)v; break;
-        case OPT_KV_MIB: p->kv_budget_bytes = (int64_t)v << 20; break;
-        case OPT_MAX_SEQS: p->max_num_seqs = (int32_t)v; break;
-        case OPT_MAX_TOKENS_STEP: p->max_num_batched_tokens = (int32_t)v; break;
+        case 't':
+            p->n_threads = (int)v;
+            break;
+        case OPT_DEPTH:
+            p->depth = (int32_t)v;
+            break;
+        case OPT_MAX_DEPTH:
+            p->max_depth = (int32_t)v;
+            break;
+        case OPT_CTX:
+            p->n_ctx = (int32_t)v;
+            break;
+        case OPT_BLOCK:
+            p->block_size = (int32_t)v;
+            break;
+        case OPT_KV_MIB:
+            p->kv_budget_bytes = (int64_t)v << 20;
+            break;
+        case OPT_MAX_SEQS:
+            p->max_num_seqs = (int32_t)v;
+            break;
+        case OPT_MAX_TOKENS_STEP:
+            p->max_num_batched_tokens = (int32_t)v;
+            break;
         }
         return 1;
     }

@@ -23,8 +23,7 @@ int cli_engine_option(int opt, const char *arg, struct engine_params *p, const c
 void cli_engine_usage(FILE *to);
 
 // Parses an integer / float in [lo, hi]. Returns 0, or -1 with a message naming the option.
-int cli_parse_int(const char *prog, const char *name, const char *arg, long lo, long hi,
-                  long *out);
+int cli_parse_int(const char *prog, const char *name, const char *arg, long lo, long hi, long *out);
 int cli_parse_float(const char *prog, const char *name, const char *arg, double lo, double hi,
                     double *out);
 

@@ -17,13 +17,12 @@ int backend_validate_batch(const backend *be, const struct backend_batch *b, cha
     for (int32_t s = 0; s < b->n_seqs; s++) {
         const struct backend_seq *q = &b->seqs[s];
         if (q->n_tokens < 1 || q->pos0 < 0)
-            return specd_fail(err, err_size, SPECD_ERR_INVALID, "sequence %d: bad token count",
-                              s);
+            return specd_fail(err, err_size, SPECD_ERR_INVALID, "sequence %d: bad token count", s);
         const int64_t need = ((int64_t)q->pos0 + q->n_tokens + bs - 1) / bs;
         if (q->n_blocks < need || !q->block_table)
             return specd_fail(err, err_size, SPECD_ERR_INVALID,
-                              "sequence %d: block table has %d blocks, needs %lld", s,
-                              q->n_blocks, (long long)need);
+                              "sequence %d: block table has %d blocks, needs %lld", s, q->n_blocks,
+                              (long long)need);
         for (int64_t i = 0; i < need; i++)
             if (q->block_table[i] < 0 || q->block_table[i] >= nb)
                 return specd_fail(err, err_size, SPECD_ERR_INVALID,

@@ -18,25 +18,25 @@ struct cpu_backend {
     const struct llama_hparams *hp;
     const struct llama_weights *w;
     tpool *pool;
-    int32_t kv_dim;    // n_head_kv * head_dim
+    int32_t kv_dim;     // n_head_kv * head_dim
     size_t layer_elems; // floats per layer in k_cache / v_cache
-    uint16_t *k_cache; // [n_layer][n_blocks][block_size][kv_dim] fp16
-    uint16_t *v_cache; // [n_layer][n_blocks][block_size][kv_dim] fp16
+    uint16_t *k_cache;  // [n_layer][n_blocks][block_size][kv_dim] fp16
+    uint16_t *v_cache;  // [n_layer][n_blocks][block_size][kv_dim] fp16
     // Workspace, grown on demand to the largest batch seen.
     int32_t ws_tokens;
-    float *x;       // [n_tokens][n_embd] residual stream
-    float *xb;      // [n_tokens][n_embd] normed input
-    float *q;       // [n_tokens][n_head*head_dim]
-    float *k;       // [n_tokens][kv_dim]
-    float *v;       // [n_tokens][kv_dim]
-    float *att;     // [n_tokens][n_head*head_dim] attention output
-    float *tmp;     // [n_tokens][max(n_embd, n_ff)]
-    float *gate;    // [n_tokens][n_ff]
-    float *up;      // [n_tokens][n_ff]
-    int32_t *pos;   // [n_tokens] position of each token
+    float *x;        // [n_tokens][n_embd] residual stream
+    float *xb;       // [n_tokens][n_embd] normed input
+    float *q;        // [n_tokens][n_head*head_dim]
+    float *k;        // [n_tokens][kv_dim]
+    float *v;        // [n_tokens][kv_dim]
+    float *att;      // [n_tokens][n_head*head_dim] attention output
+    float *tmp;      // [n_tokens][max(n_embd, n_ff)]
+    float *gate;     // [n_tokens][n_ff]
+    float *up;       // [n_tokens][n_ff]
+    int32_t *pos;    // [n_tokens] position of each token
     int32_t *seq_of; // [n_tokens] sequence of each token
-    float *scratch; // [n_threads][max(n_embd, n_ff, n_head*head_dim)] dequantized weight rows
-    float *scores;  // [n_threads][2][head_dim] attention scratch
+    float *scratch;  // [n_threads][max(n_embd, n_ff, n_head*head_dim)] dequantized weight rows
+    float *scores;   // [n_threads][2][head_dim] attention scratch
 };
 
 size_t backend_cpu_block_bytes(const llama_model *model, int32_t block_size) {
@@ -58,8 +58,8 @@ static int grow_workspace(struct cpu_backend *c, int32_t n_tokens) {
     const size_t n = (size_t)n_tokens, qd = (size_t)hp->n_head * (size_t)hp->head_dim;
     const size_t wide = (size_t)(hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd);
     float **bufs[] = {&c->x, &c->xb, &c->q, &c->k, &c->v, &c->att, &c->tmp, &c->gate, &c->up};
-    const size_t sizes[] = {hp->n_embd, hp->n_embd, qd, c->kv_dim, c->kv_dim, qd, wide,
-                            hp->n_ff, hp->n_ff};
+    const size_t sizes[] = {hp->n_embd, hp->n_embd, qd,       c->kv_dim, c->kv_dim,
+                            qd,         wide,       hp->n_ff, hp->n_ff};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         float *p = realloc(*bufs[i], n * sizes[i] * sizeof(float));
         if (!p)
@@ -132,8 +132,8 @@ static __m256 round8_f16(__m256 x) {
 static void scale_f16(float *acc, float scale, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(acc + i,
-                         round8_f16(_mm256_mul_ps(_mm256_loadu_ps(acc + i), _mm256_set1_ps(scale))));
+        _mm256_storeu_ps(
+            acc + i, round8_f16(_mm256_mul_ps(_mm256_loadu_ps(acc + i), _mm256_set1_ps(scale))));
     for (; i < n; i++)
         acc[i] = round_f16(acc[i] * scale);
 }
@@ -143,8 +143,8 @@ static void mad_f16(float *acc, const uint16_t *v, float w, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
-        _mm256_storeu_ps(acc + i, round8_f16(_mm256_fmadd_ps(vv, _mm256_set1_ps(w),
-                                                             _mm256_loadu_ps(acc + i))));
+        _mm256_storeu_ps(
+            acc + i, round8_f16(_mm256_fmadd_ps(vv, _mm256_set1_ps(w), _mm256_loadu_ps(acc + i))));
     }
     for (; i < n; i++)
         acc[i] = round_f16(fmaf(quant_f16_to_f32(v[i]), w, acc[i]));
@@ -294,8 +294,8 @@ static int cpu_forward(backend *be, const struct backend_batch *b, float *logits
     const int d = hp->n_embd;
     const struct model_weight *emb = &c->w->tok_embd;
     for (int32_t t = 0; t < b->n_tokens; t++)
-        quant_dequantize_row(emb->type, (const uint8_t *)emb->data +
-                                            (size_t)b->tokens[t] * emb->row_bytes,
+        quant_dequantize_row(emb->type,
+                             (const uint8_t *)emb->data + (size_t)b->tokens[t] * emb->row_bytes,
                              c->x + (size_t)t * d, d);
     for (int il = 0; il < hp->n_layer && !rc; il++)
         rc = run_layer(c, b, il);
@@ -305,7 +305,7 @@ static int cpu_forward(backend *be, const struct backend_batch *b, float *logits
         ops_rmsnorm(c->x + (size_t)b->out_rows[r] * d, c->w->output_norm, c->xb + (size_t)r * d, d,
                     hp->rms_eps);
     return ops_matmul(c->pool, &c->w->output, c->xb, b->n_out, logits, c->scratch) ? SPECD_ERR_NOMEM
-                                                                                    : 0;
+                                                                                   : 0;
 }
 
 static int cpu_copy_blocks(backend *be, const int32_t *src, const int32_t *dst, int n) {
@@ -371,10 +371,11 @@ int backend_cpu_new(const llama_model *model, const struct backend_params *param
     c->scores = malloc(n_threads * 2 * (size_t)c->hp->head_dim * sizeof(float));
     if (!c->scratch || !c->scores) {
         cpu_free(&c->base);
-        return specd_fail(err, err_size, SPECD_ERR_NOMEM,
-                          "out of memory for a KV cache of %d blocks x %d slots (%zu MiB)",
-                          params->n_blocks, params->block_size,
-                          (size_t)params->n_blocks * backend_cpu_block_bytes(model, params->block_size) >> 20);
+        return specd_fail(
+            err, err_size, SPECD_ERR_NOMEM,
+            "out of memory for a KV cache of %d blocks x %d slots (%zu MiB)", params->n_blocks,
+            params->block_size,
+            (size_t)params->n_blocks * backend_cpu_block_bytes(model, params->block_size) >> 20);
     }
     *out = &c->base;
     return 0;

@@ -57,8 +57,7 @@ static int open_model(engine *e, struct eng_model *m, const char *path, int32_t 
         n_blocks = budget_blocks(e, m->model);
     if (strcmp(e->params.backend, "cpu") != 0)
         return specd_fail(err, err_size, SPECD_ERR_UNSUPPORTED,
-                          "backend '%s' is not built in (this build has: cpu)",
-                          e->params.backend);
+                          "backend '%s' is not built in (this build has: cpu)", e->params.backend);
     struct backend_params bp = backend_default_params();
     bp.n_blocks = n_blocks;
     bp.block_size = e->params.block_size;
@@ -92,8 +91,8 @@ static int check_params(const struct engine_params *p, char *err, size_t err_siz
         return specd_fail(err, err_size, SPECD_ERR_INVALID,
                           "depth %d must be within 0..max_depth (%d), max_depth within 0..%d",
                           p->depth, p->max_depth, SPEC_MAX_DEPTH);
-    if (p->max_num_seqs < 1 || p->max_num_batched_tokens < p->max_depth + 1 ||
-        p->block_size < 1 || p->ngram_min < 1 || p->ngram_max < p->ngram_min)
+    if (p->max_num_seqs < 1 || p->max_num_batched_tokens < p->max_depth + 1 || p->block_size < 1 ||
+        p->ngram_min < 1 || p->ngram_max < p->ngram_min)
         return specd_fail(err, err_size, SPECD_ERR_INVALID,
                           "bad limits: max_num_seqs >= 1, max_num_batched_tokens > max_depth, "
                           "block_size >= 1, 1 <= ngram_min <= ngram_max");
@@ -125,8 +124,7 @@ static int engine_init(engine *e, char *err, size_t err_size) {
     if (rc)
         return rc;
     const int32_t n_blocks = kv_stats_blocks(e->target.kv);
-    if ((rc = tok_new_from_gguf(llama_model_gguf(e->target.model), &e->tokenizer, err,
-                                err_size)))
+    if ((rc = tok_new_from_gguf(llama_model_gguf(e->target.model), &e->tokenizer, err, err_size)))
         return rc;
     const struct llama_hparams *hp = llama_model_hparams(e->target.model);
     e->n_vocab = hp->n_vocab;
@@ -136,9 +134,10 @@ static int engine_init(engine *e, char *err, size_t err_size) {
         snprintf(e->draft_name, sizeof e->draft_name, "ngram");
     if (p->proposer == ENGINE_PROPOSER_DRAFT) {
         // Headroom over the target: drafts of every sequence are in flight at once.
-        const int32_t extra = p->max_num_seqs * ((p->max_depth + p->block_size) / p->block_size + 1);
-        if ((rc = open_model(e, &e->draft, p->draft_path, n_blocks + extra, p->prefix_caching,
-                             err, err_size)) ||
+        const int32_t extra =
+            p->max_num_seqs * ((p->max_depth + p->block_size) / p->block_size + 1);
+        if ((rc = open_model(e, &e->draft, p->draft_path, n_blocks + extra, p->prefix_caching, err,
+                             err_size)) ||
             (rc = check_draft_vocab(e, err, err_size)))
             return rc;
         snprintf(e->draft_name, sizeof e->draft_name, "%s", llama_model_name(e->draft.model));
@@ -244,8 +243,8 @@ static int check_request(const engine *e, const struct engine_request *r, char *
         return specd_fail(err, err_size, SPECD_ERR_INVALID, "empty prompt");
     if (r->n_prompt + 1 > e->n_ctx)
         return specd_fail(err, err_size, SPECD_ERR_INVALID,
-                          "prompt of %d tokens does not fit the context of %d tokens",
-                          r->n_prompt, e->n_ctx);
+                          "prompt of %d tokens does not fit the context of %d tokens", r->n_prompt,
+                          e->n_ctx);
     for (int32_t i = 0; i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= e->n_vocab)
             return specd_fail(err, err_size, SPECD_ERR_INVALID,

@@ -27,23 +27,23 @@ enum engine_proposer {
 };
 
 struct engine_params {
-    const char *target_path;       // target model GGUF (required)
-    const char *draft_path;        // draft model GGUF (proposer DRAFT)
-    enum engine_proposer proposer; // default: DRAFT when draft_path is set, else NONE
-    int32_t ngram_max;             // n-gram proposer: longest suffix to match (default 4)
-    int32_t ngram_min;             // shortest suffix to match (default 1)
-    const char *backend;           // "cpu" (default); "cuda" once built with CUDA=1
-    int n_threads;                 // CPU threads (<= 0: all CPUs)
-    int32_t block_size;            // KV block size in tokens (default 16)
-    int64_t kv_budget_bytes;       // KV memory of the target; the draft gets its share on top
-                                   // (default 256 MiB); kv_blocks overrides when > 0
-    int32_t kv_blocks;             // explicit number of target KV blocks (0: from the budget)
-    int32_t max_num_seqs;          // sequences per step (default 64)
+    const char *target_path;        // target model GGUF (required)
+    const char *draft_path;         // draft model GGUF (proposer DRAFT)
+    enum engine_proposer proposer;  // default: DRAFT when draft_path is set, else NONE
+    int32_t ngram_max;              // n-gram proposer: longest suffix to match (default 4)
+    int32_t ngram_min;              // shortest suffix to match (default 1)
+    const char *backend;            // "cpu" (default); "cuda" once built with CUDA=1
+    int n_threads;                  // CPU threads (<= 0: all CPUs)
+    int32_t block_size;             // KV block size in tokens (default 16)
+    int64_t kv_budget_bytes;        // KV memory of the target; the draft gets its share on top
+                                    // (default 256 MiB); kv_blocks overrides when > 0
+    int32_t kv_blocks;              // explicit number of target KV blocks (0: from the budget)
+    int32_t max_num_seqs;           // sequences per step (default 64)
     int32_t max_num_batched_tokens; // target tokens per step, drafts included (default 512)
-    int32_t n_ctx;                 // max tokens per sequence (default: the model's context)
-    int32_t max_depth;             // runtime maximum draft depth, <= SPEC_MAX_DEPTH (default 8)
-    int32_t depth;                 // default draft depth k (default 4; 0 = no speculation)
-    bool prefix_caching;           // reuse cached KV blocks of shared prompt prefixes (default on)
+    int32_t n_ctx;                  // max tokens per sequence (default: the model's context)
+    int32_t max_depth;              // runtime maximum draft depth, <= SPEC_MAX_DEPTH (default 8)
+    int32_t depth;                  // default draft depth k (default 4; 0 = no speculation)
+    bool prefix_caching;            // reuse cached KV blocks of shared prompt prefixes (default on)
 };
 
 struct engine_params engine_default_params(void);
@@ -51,16 +51,16 @@ struct engine_params engine_default_params(void);
 enum engine_priority { ENGINE_PRIORITY_NORMAL = 0, ENGINE_PRIORITY_HIGH = 1 };
 
 struct engine_request {
-    const int32_t *prompt;       // prompt token ids (BOS included when wanted), copied
+    const int32_t *prompt; // prompt token ids (BOS included when wanted), copied
     int32_t n_prompt;
-    int32_t max_tokens;          // tokens to generate at most (>= 1)
+    int32_t max_tokens;             // tokens to generate at most (>= 1)
     struct sampler_params sampling; // temperature 0 = greedy; seed for the request's generator
-    const char *const *stop;     // stop strings (copied); the text ends before the first match
+    const char *const *stop;        // stop strings (copied); the text ends before the first match
     int32_t n_stop;
-    bool ignore_eos;             // keep generating past end-of-generation tokens
-    const char *class_name;      // request class for per-class depth and metrics (NULL: default)
+    bool ignore_eos;        // keep generating past end-of-generation tokens
+    const char *class_name; // request class for per-class depth and metrics (NULL: default)
     enum engine_priority priority;
-    void *user;                  // caller's pointer, returned in engine_output
+    void *user; // caller's pointer, returned in engine_output
 };
 
 enum engine_state {
@@ -92,16 +92,16 @@ struct engine_output {
     int32_t n_prompt;
     const int32_t *tokens; // generated tokens so far (all verified), [n_tokens]
     int32_t n_tokens;
-    const char *text;      // text of the generated tokens safe to show: complete UTF-8, and no
-    size_t text_len;       // prefix of a stop string held back; final once finished
-    uint32_t drafted;      // draft tokens proposed for this request
-    uint32_t accepted;     // of which accepted
-    uint32_t steps;        // engine steps that advanced this request
+    const char *text;  // text of the generated tokens safe to show: complete UTF-8, and no
+    size_t text_len;   // prefix of a stop string held back; final once finished
+    uint32_t drafted;  // draft tokens proposed for this request
+    uint32_t accepted; // of which accepted
+    uint32_t steps;    // engine steps that advanced this request
     uint32_t preemptions;
     int32_t cached_prompt_tokens; // prompt tokens served from the prefix cache
-    double queue_ms;       // from engine_add to first scheduling
-    double ttft_ms;        // from engine_add to the first generated token
-    double total_ms;       // from engine_add to finish (or now)
+    double queue_ms;              // from engine_add to first scheduling
+    double ttft_ms;               // from engine_add to the first generated token
+    double total_ms;              // from engine_add to finish (or now)
 };
 
 // Loads the models and allocates the KV caches. Returns 0 and sets *out, or an error status with

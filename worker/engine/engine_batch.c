@@ -67,8 +67,7 @@ int engine_batch_run(struct eng_model *m, struct eng_batch *b, int32_t n_vocab) 
     if (b->b.n_seqs == 0)
         return 0;
     if (engine_grow((void **)&b->logits, &b->logits_cap,
-                    (size_t)(b->b.n_out > 0 ? b->b.n_out : 1) * (size_t)n_vocab,
-                    sizeof *b->logits))
+                    (size_t)(b->b.n_out > 0 ? b->b.n_out : 1) * (size_t)n_vocab, sizeof *b->logits))
         return SPECD_ERR_NOMEM;
     return backend_forward(m->be, &b->b, b->logits);
 }

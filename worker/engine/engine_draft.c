@@ -104,8 +104,7 @@ static int draft_iteration(engine *e, struct eng_seq **spec, const int32_t *catc
     for (int32_t i = 0; i < n_spec && rc >= 0; i++) {
         if (rows[i] < 0)
             continue;
-        rc = choose_draft(e, spec[i], j,
-                          e->batch.logits + (size_t)rows[i] * (size_t)e->n_vocab);
+        rc = choose_draft(e, spec[i], j, e->batch.logits + (size_t)rows[i] * (size_t)e->n_vocab);
         spec[i]->n_drafts = j + 1;
     }
     free(rows);

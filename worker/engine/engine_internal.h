@@ -32,7 +32,7 @@ struct eng_seq {
     uint64_t arrival; // admission order among requests (FIFO within a priority)
     int cls;          // index into engine.classes
 
-    int32_t *toks;    // [cap_toks] committed tokens: prompt, then generated (all verified)
+    int32_t *toks; // [cap_toks] committed tokens: prompt, then generated (all verified)
     int32_t n_toks;
     int32_t cap_toks;
     int32_t n_prompt;
@@ -61,8 +61,8 @@ struct eng_seq {
     int32_t plan_k;   // draft tokens wanted (0: no speculation)
     int32_t n_drafts; // draft tokens proposed (<= plan_k)
     int32_t drafts[SPEC_MAX_DEPTH];
-    float *q;         // [plan_k][n_vocab] draft distributions (sampling with a draft model only)
-    int32_t out_row;  // first logits row of this sequence in the target pass, -1 if none
+    float *q;        // [plan_k][n_vocab] draft distributions (sampling with a draft model only)
+    int32_t out_row; // first logits row of this sequence in the target pass, -1 if none
 };
 
 // A forward pass being assembled: arrays grown on demand, reused across steps.
@@ -110,9 +110,9 @@ struct engine {
     int32_t n_sched;
     size_t sched_cap;
     struct eng_batch batch;
-    float *qbuf;    // draft distributions of all speculating sequences
+    float *qbuf; // draft distributions of all speculating sequences
     size_t qbuf_cap;
-    float *pbuf;    // [SPEC_MAX_DEPTH + 1][n_vocab] target distributions of one sequence
+    float *pbuf; // [SPEC_MAX_DEPTH + 1][n_vocab] target distributions of one sequence
     sampler *smp;
     uint32_t step_preemptions;
 };

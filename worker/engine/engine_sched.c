@@ -151,8 +151,7 @@ static void fail_unfittable(engine *e, struct eng_seq *s) {
 }
 
 static int grow_sched(engine *e) {
-    return engine_grow((void **)&e->sched, &e->sched_cap, (size_t)e->n_seqs + 1,
-                       sizeof *e->sched);
+    return engine_grow((void **)&e->sched, &e->sched_cap, (size_t)e->n_seqs + 1, sizeof *e->sched);
 }
 
 int engine_schedule(engine *e) {

@@ -31,8 +31,8 @@ static int build_target_batch(engine *e) {
             memcpy(tokens + 1, s->drafts, sizeof *tokens * (size_t)s->n_drafts);
             src = tokens;
         }
-        rc = s->out_row = engine_batch_add(&e->batch, kv, s->kv, src, n,
-                                           reaches_end ? 1 + s->n_drafts : 0);
+        rc = s->out_row =
+            engine_batch_add(&e->batch, kv, s->kv, src, n, reaches_end ? 1 + s->n_drafts : 0);
         if (rc < -1)
             return rc;
     }

@@ -37,8 +37,8 @@ static void hp_int(struct hp_reader *r, const char *suffix, int32_t *out, bool r
     if (rc == 1)
         r->status = specd_fail(r->err, r->err_size, SPECD_ERR_FORMAT, "missing metadata %s", key);
     else if (rc < 0)
-        r->status = specd_fail(r->err, r->err_size, SPECD_ERR_FORMAT,
-                               "metadata %s is not an integer", key);
+        r->status =
+            specd_fail(r->err, r->err_size, SPECD_ERR_FORMAT, "metadata %s is not an integer", key);
     else if (v <= 0 || v > (1 << 24))
         r->status = specd_fail(r->err, r->err_size, SPECD_ERR_FORMAT,
                                "metadata %s = %lld is out of range", key, (long long)v);
@@ -53,8 +53,8 @@ static void hp_float(struct hp_reader *r, const char *suffix, float *out) {
     snprintf(key, sizeof key, "llama.%s", suffix);
     int rc = gguf_get_f32(r->f, key, out);
     if (rc < 0)
-        r->status = specd_fail(r->err, r->err_size, SPECD_ERR_FORMAT,
-                               "metadata %s is not a float", key);
+        r->status =
+            specd_fail(r->err, r->err_size, SPECD_ERR_FORMAT, "metadata %s is not a float", key);
 }
 
 static int read_hparams(const gguf_file *f, struct llama_hparams *hp, char *err, size_t err_size) {
@@ -106,9 +106,8 @@ static int read_hparams(const gguf_file *f, struct llama_hparams *hp, char *err,
                           "rope.dimension_count %d must be even and <= head dim %d", hp->n_rot,
                           hp->head_dim);
     if (!(hp->rms_eps > 0.0f && hp->rms_eps < 1.0f) || !(hp->rope_freq_base > 1.0f))
-        return specd_fail(err, err_size, SPECD_ERR_FORMAT,
-                          "absurd rms epsilon %g or rope base %g", hp->rms_eps,
-                          hp->rope_freq_base);
+        return specd_fail(err, err_size, SPECD_ERR_FORMAT, "absurd rms epsilon %g or rope base %g",
+                          hp->rms_eps, hp->rope_freq_base);
     return 0;
 }
 
@@ -121,9 +120,9 @@ static int bind_matrix(const gguf_file *f, const char *name, int64_t cols, int64
         return specd_fail(err, err_size, SPECD_ERR_FORMAT, "missing tensor %s", name);
     if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
         return specd_fail(err, err_size, SPECD_ERR_FORMAT,
-                          "tensor %s has shape [%lld, %lld] (%u dims), expected [%lld, %lld]",
-                          name, (long long)t->ne[0], (long long)t->ne[1], t->n_dims,
-                          (long long)cols, (long long)rows);
+                          "tensor %s has shape [%lld, %lld] (%u dims), expected [%lld, %lld]", name,
+                          (long long)t->ne[0], (long long)t->ne[1], t->n_dims, (long long)cols,
+                          (long long)rows);
     if (!quant_type_supported(t->type))
         return specd_fail(err, err_size, SPECD_ERR_UNSUPPORTED,
                           "tensor %s has type %s, which specd cannot compute with", name,
@@ -171,8 +170,8 @@ static int bind_layer(llama_model *m, int il, char *err, size_t err_size) {
         (rc = bind_norm(m->file, LAYER_TENSOR("ffn_norm.weight"), d, ffn_norm, err, err_size)) ||
         (rc = bind_matrix(m->file, LAYER_TENSOR("ffn_gate.weight"), d, ff, &L->w_gate, err,
                           err_size)) ||
-        (rc = bind_matrix(m->file, LAYER_TENSOR("ffn_up.weight"), d, ff, &L->w_up, err,
-                          err_size)) ||
+        (rc =
+             bind_matrix(m->file, LAYER_TENSOR("ffn_up.weight"), d, ff, &L->w_up, err, err_size)) ||
         (rc = bind_matrix(m->file, LAYER_TENSOR("ffn_down.weight"), ff, d, &L->w_down, err,
                           err_size)))
         return rc;
@@ -195,8 +194,8 @@ static int bind_weights(llama_model *m, char *err, size_t err_size) {
     m->w.layers = calloc((size_t)hp->n_layer, sizeof *m->w.layers);
     if (!m->norms || !m->w.layers)
         return specd_fail(err, err_size, SPECD_ERR_NOMEM, "out of memory loading model");
-    int rc = bind_matrix(m->file, "token_embd.weight", hp->n_embd, hp->n_vocab, &m->w.tok_embd,
-                         err, err_size);
+    int rc = bind_matrix(m->file, "token_embd.weight", hp->n_embd, hp->n_vocab, &m->w.tok_embd, err,
+                         err_size);
     for (int il = 0; !rc && il < hp->n_layer; il++)
         rc = bind_layer(m, il, err, err_size);
     if (rc)
@@ -253,7 +252,7 @@ int llama_model_load(const char *path, llama_model **out, char *err, size_t err_
     const char *base = strrchr(path, '/');
     struct gguf_str name;
     if (gguf_get_str(f, "general.name", &name) != 0 || name.len == 0)
-        snprintf((*out)->name, sizeof (*out)->name, "%s", base ? base + 1 : path);
+        snprintf((*out)->name, sizeof(*out)->name, "%s", base ? base + 1 : path);
     return 0;
 }
 

@@ -19,19 +19,19 @@ enum rope_mode {
 
 struct llama_hparams {
     int32_t n_vocab;
-    int32_t n_ctx_train;  // llama.context_length
-    int32_t n_embd;       // llama.embedding_length
-    int32_t n_layer;      // llama.block_count
-    int32_t n_head;       // llama.attention.head_count
-    int32_t n_head_kv;    // llama.attention.head_count_kv (defaults to n_head)
-    int32_t head_dim;     // n_embd / n_head (or llama.attention.key_length)
-    int32_t n_ff;         // llama.feed_forward_length
-    int32_t n_rot;        // llama.rope.dimension_count (defaults to head_dim)
-    float rms_eps;        // llama.attention.layer_norm_rms_epsilon
-    float rope_freq_base; // llama.rope.freq_base (default 10000)
+    int32_t n_ctx_train;   // llama.context_length
+    int32_t n_embd;        // llama.embedding_length
+    int32_t n_layer;       // llama.block_count
+    int32_t n_head;        // llama.attention.head_count
+    int32_t n_head_kv;     // llama.attention.head_count_kv (defaults to n_head)
+    int32_t head_dim;      // n_embd / n_head (or llama.attention.key_length)
+    int32_t n_ff;          // llama.feed_forward_length
+    int32_t n_rot;         // llama.rope.dimension_count (defaults to head_dim)
+    float rms_eps;         // llama.attention.layer_norm_rms_epsilon
+    float rope_freq_base;  // llama.rope.freq_base (default 10000)
     float rope_freq_scale; // 1 / llama.rope.scaling.factor for linear scaling (default 1)
     enum rope_mode rope_mode;
-    bool tied_output;     // no output.weight: the output projection is token_embd.weight
+    bool tied_output; // no output.weight: the output projection is token_embd.weight
 };
 
 // A 2-D weight matrix stored row-major: `rows` rows of `cols` elements, in the file's type.
@@ -44,12 +44,12 @@ struct model_weight {
 };
 
 struct llama_layer {
-    const float *attn_norm; // [n_embd] (float32 copy owned by the model)
-    struct model_weight wq; // [n_head*head_dim][n_embd]
-    struct model_weight wk; // [n_head_kv*head_dim][n_embd]
-    struct model_weight wv; // [n_head_kv*head_dim][n_embd]
-    struct model_weight wo; // [n_embd][n_head*head_dim]
-    const float *ffn_norm;  // [n_embd]
+    const float *attn_norm;     // [n_embd] (float32 copy owned by the model)
+    struct model_weight wq;     // [n_head*head_dim][n_embd]
+    struct model_weight wk;     // [n_head_kv*head_dim][n_embd]
+    struct model_weight wv;     // [n_head_kv*head_dim][n_embd]
+    struct model_weight wo;     // [n_embd][n_head*head_dim]
+    const float *ffn_norm;      // [n_embd]
     struct model_weight w_gate; // [n_ff][n_embd]
     struct model_weight w_up;   // [n_ff][n_embd]
     struct model_weight w_down; // [n_embd][n_ff]

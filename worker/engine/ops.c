@@ -145,8 +145,8 @@ static inline float hsum8(__m256 v) {
 // Q8_0 row against up to 4 activation rows at once (the weight block is loaded once). Each
 // result depends only on its own activation row: lanes accumulate block by block in a fixed
 // order, then one horizontal sum.
-static void dot_q8_0_rows(const uint8_t *w, const struct q8_row_block *const *xs, int n,
-                          int64_t nb, float *out) {
+static void dot_q8_0_rows(const uint8_t *w, const struct q8_row_block *const *xs, int n, int64_t nb,
+                          float *out) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                      _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, w += 34) {

@@ -31,6 +31,6 @@ void ops_silu_mul(float *g, const float *u, int n);
 // Each output element depends only on its own row of x: results are batch-invariant.
 // Returns 0, or SPECD_ERR_NOMEM (y unspecified).
 int ops_matmul(tpool *pool, const struct model_weight *w, const float *x, int n_in, float *y,
-                float *scratch);
+               float *scratch);
 
 #endif

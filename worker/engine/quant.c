@@ -39,7 +39,7 @@ uint16_t quant_f32_to_f16_portable(float f) {
         return sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 : 0);
     if (abs >= 0x477ff000u) // rounds to >= 65520: overflow to inf
         return sign | 0x7c00;
-    if (abs < 0x38800000u) { // subnormal half (or zero)
+    if (abs < 0x38800000u) {                    // subnormal half (or zero)
         const float a = fabsf(f) * 16777216.0f; // 2^24: units of the smallest subnormal
         return sign | (uint16_t)lrintf(a);
     }
@@ -67,8 +67,8 @@ uint16_t quant_f32_to_bf16(float f) {
 }
 
 bool quant_type_supported(enum ggml_dtype t) {
-    return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 ||
-           t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0;
+    return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 || t == GGML_TYPE_Q8_0 ||
+           t == GGML_TYPE_Q4_0;
 }
 
 size_t quant_row_bytes(enum ggml_dtype t, int64_t n) {
@@ -202,8 +202,7 @@ static float dot_q8_0(const uint8_t *p, const float *x, int64_t n) {
         const int8_t *q = (const int8_t *)(p + 2);
         v8f acc = {0};
         for (int j = 0; j < QUANT_BLOCK; j += 8) {
-            v8f vq = {q[j],     q[j + 1], q[j + 2], q[j + 3],
-                      q[j + 4], q[j + 5], q[j + 6], q[j + 7]};
+            v8f vq = {q[j], q[j + 1], q[j + 2], q[j + 3], q[j + 4], q[j + 5], q[j + 6], q[j + 7]};
             v8f vx;
             memcpy(&vx, x + j, sizeof vx);
             acc += vq * vx;
