@@ -96,8 +96,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TEST_OBJ) $(ALL_LIBS)
 
 # Tests run from the repo root so that they find ../shared and the built programs. The Python
 # client's tests run with Debian's python3 (which has python3-redis and pytest) when present.
-PYTHON_TESTS ?= $(if $(wildcard clients/python/tests),clients/python/tests)
-SYSTEM_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
+PYTHON_TESTS ?= $(wildcard clients/python/tests tests/e2e)
 ASAN_BUILD := build/asan
 ASAN_TESTS := $(patsubst tests/unit/%.c,$(ASAN_BUILD)/tests/%,$(TEST_SRC))
 

@@ -14,19 +14,23 @@ while [ $# -gt 0 ]; do
     fi
     out=$(env "${envs[@]}" "$t" 2> >(sed "s|^|[$(basename "$t")] |" >&2))
     rc=$?
-    line=$(printf '%s\n' "$out" | grep '^RESULT ' | tail -n 1)
+    lines=$(printf '%s\n' "$out" | grep '^RESULT ')
     printf '%s\n' "$out"
-    if [ -z "$line" ]; then
+    if [ -z "$lines" ]; then
         echo "CRASH $(basename "$t") (exit $rc, no RESULT line)"
         failed=$((failed + 1)); bad+=("$t"); continue
     fi
-    p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
-    f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
-    s=$(sed -E 's/.* ([0-9]+) skipped.*/\1/' <<<"$line")
-    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
-    if [ "$f" != 0 ] || [ "$rc" != 0 ]; then
+    f_here=0
+    while IFS= read -r line; do
+        p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
+        f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+        s=$(sed -E 's/.* ([0-9]+) skipped.*/\1/' <<<"$line")
+        passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+        f_here=$((f_here + f))
+    done <<<"$lines"
+    if [ "$f_here" != 0 ] || [ "$rc" != 0 ]; then
         bad+=("$t")
-        [ "$f" = 0 ] && failed=$((failed + 1))
+        [ "$f_here" = 0 ] && failed=$((failed + 1))
     fi
 done
 echo
