@@ -31,9 +31,10 @@ out=$(mktemp)
         echo
         echo "#### llama.cpp on the same machine and files (llama-bench, tg$N = batch-1 decoding)"
         echo
-        "$LLAMA_CPP_BIN/llama-bench" -m "$M/target-q8_0.gguf" -p 0 -n "$N" -t "$THREADS" -r 3 \
-            --no-repack 1 -o md 2>/dev/null || "$LLAMA_CPP_BIN/llama-bench" \
-            -m "$M/target-q8_0.gguf" -p 0 -n "$N" -t "$THREADS" -r 3 -o md
+        for model in target-q8_0 draft-q8_0; do
+            "$LLAMA_CPP_BIN/llama-bench" -m "$M/$model.gguf" -p 0 -n "$N" -t "$THREADS" -r 5 \
+                --repack 0 -o md 2>/dev/null | grep '^|'
+        done
     fi
 } | tee "$out"
 python3 - "$out" <<'PY'
