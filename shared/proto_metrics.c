@@ -166,51 +166,49 @@ int proto_metrics_validate(const struct proto_metrics_msg *msg, char *err, size_
 // ---- encode / decode -------------------------------------------------------------------------
 
 static int pack_class(msgpack_packer *pk, const struct spec_class_metrics *c) {
-    return msgpack_pack_map(pk, N_CLASS_FIELDS) || proto_mp_pack_cstr(pk, "name") ||
-           proto_mp_pack_cstr(pk, c->name) || proto_mp_pack_cstr(pk, "n_seqs") ||
-           msgpack_pack_uint32(pk, c->n_seqs) || proto_mp_pack_cstr(pk, "n_speculating") ||
-           msgpack_pack_uint32(pk, c->n_speculating) || proto_mp_pack_cstr(pk, "depth") ||
-           msgpack_pack_uint32(pk, c->depth) || proto_mp_pack_cstr(pk, "drafted") ||
-           msgpack_pack_uint32(pk, c->drafted) || proto_mp_pack_cstr(pk, "accepted") ||
-           msgpack_pack_uint32(pk, c->accepted) || proto_mp_pack_cstr(pk, "emitted") ||
-           msgpack_pack_uint32(pk, c->emitted) || proto_mp_pack_cstr(pk, "drafted_at") ||
-           proto_mp_pack_u32_trimmed(pk, c->drafted_at, SPEC_MAX_DEPTH) ||
-           proto_mp_pack_cstr(pk, "accepted_at") ||
-           proto_mp_pack_u32_trimmed(pk, c->accepted_at, SPEC_MAX_DEPTH);
+    int bad = msgpack_pack_map(pk, N_CLASS_FIELDS);
+    bad |= proto_mp_pack_kv_str(pk, "name", c->name);
+    bad |= proto_mp_pack_kv_u64(pk, "n_seqs", c->n_seqs);
+    bad |= proto_mp_pack_kv_u64(pk, "n_speculating", c->n_speculating);
+    bad |= proto_mp_pack_kv_u64(pk, "depth", c->depth);
+    bad |= proto_mp_pack_kv_u64(pk, "drafted", c->drafted);
+    bad |= proto_mp_pack_kv_u64(pk, "accepted", c->accepted);
+    bad |= proto_mp_pack_kv_u64(pk, "emitted", c->emitted);
+    bad |= proto_mp_pack_kv_u32s(pk, "drafted_at", c->drafted_at, SPEC_MAX_DEPTH);
+    bad |= proto_mp_pack_kv_u32s(pk, "accepted_at", c->accepted_at, SPEC_MAX_DEPTH);
+    return bad;
 }
 
+// The keys in the order of metrics_fields; the map size is N_METRICS_FIELDS.
 static int pack_metrics(msgpack_packer *pk, const struct proto_metrics_msg *msg) {
     const struct spec_step_metrics *m = &msg->m;
-    int bad =
-        msgpack_pack_map(pk, N_METRICS_FIELDS) || proto_mp_pack_cstr(pk, "version") ||
-        msgpack_pack_uint32(pk, PROTO_VERSION) || proto_mp_pack_cstr(pk, "worker_id") ||
-        proto_mp_pack_cstr(pk, msg->worker_id) || proto_mp_pack_cstr(pk, "model") ||
-        proto_mp_pack_cstr(pk, msg->model) || proto_mp_pack_cstr(pk, "draft") ||
-        proto_mp_pack_cstr(pk, msg->draft) || proto_mp_pack_cstr(pk, "timestamp_ms") ||
-        msgpack_pack_uint64(pk, msg->timestamp_ms) || proto_mp_pack_cstr(pk, "settings_epoch") ||
-        msgpack_pack_uint64(pk, msg->settings_epoch) || proto_mp_pack_cstr(pk, "fallback") ||
-        (msg->fallback ? msgpack_pack_true(pk) : msgpack_pack_false(pk)) ||
-        proto_mp_pack_cstr(pk, "queue_depth") || msgpack_pack_uint32(pk, msg->queue_depth) ||
-        proto_mp_pack_cstr(pk, "dropped") || msgpack_pack_uint64(pk, msg->dropped) ||
-        proto_mp_pack_cstr(pk, "step") || msgpack_pack_uint64(pk, m->step) ||
-        proto_mp_pack_cstr(pk, "batch_size") || msgpack_pack_uint32(pk, m->batch_size) ||
-        proto_mp_pack_cstr(pk, "n_speculating") || msgpack_pack_uint32(pk, m->n_speculating) ||
-        proto_mp_pack_cstr(pk, "depth") || msgpack_pack_uint32(pk, m->depth) ||
-        proto_mp_pack_cstr(pk, "drafted") || msgpack_pack_uint32(pk, m->drafted) ||
-        proto_mp_pack_cstr(pk, "accepted") || msgpack_pack_uint32(pk, m->accepted) ||
-        proto_mp_pack_cstr(pk, "emitted") || msgpack_pack_uint32(pk, m->emitted) ||
-        proto_mp_pack_cstr(pk, "prefill_tokens") || msgpack_pack_uint32(pk, m->prefill_tokens) ||
-        proto_mp_pack_cstr(pk, "drafted_at") ||
-        proto_mp_pack_u32_trimmed(pk, m->drafted_at, SPEC_MAX_DEPTH) ||
-        proto_mp_pack_cstr(pk, "accepted_at") ||
-        proto_mp_pack_u32_trimmed(pk, m->accepted_at, SPEC_MAX_DEPTH) ||
-        proto_mp_pack_cstr(pk, "t_draft_ms") || msgpack_pack_double(pk, m->t_draft_ms) ||
-        proto_mp_pack_cstr(pk, "t_verify_ms") || msgpack_pack_double(pk, m->t_verify_ms) ||
-        proto_mp_pack_cstr(pk, "t_step_ms") || msgpack_pack_double(pk, m->t_step_ms) ||
-        proto_mp_pack_cstr(pk, "kv_blocks_used") || msgpack_pack_uint32(pk, m->kv_blocks_used) ||
-        proto_mp_pack_cstr(pk, "kv_blocks_total") || msgpack_pack_uint32(pk, m->kv_blocks_total) ||
-        proto_mp_pack_cstr(pk, "preemptions") || msgpack_pack_uint32(pk, m->preemptions) ||
-        proto_mp_pack_cstr(pk, "classes") || msgpack_pack_array(pk, m->n_classes);
+    int bad = msgpack_pack_map(pk, N_METRICS_FIELDS);
+    bad |= proto_mp_pack_kv_u64(pk, "version", PROTO_VERSION);
+    bad |= proto_mp_pack_kv_str(pk, "worker_id", msg->worker_id);
+    bad |= proto_mp_pack_kv_str(pk, "model", msg->model);
+    bad |= proto_mp_pack_kv_str(pk, "draft", msg->draft);
+    bad |= proto_mp_pack_kv_u64(pk, "timestamp_ms", msg->timestamp_ms);
+    bad |= proto_mp_pack_kv_u64(pk, "settings_epoch", msg->settings_epoch);
+    bad |= proto_mp_pack_kv_bool(pk, "fallback", msg->fallback);
+    bad |= proto_mp_pack_kv_u64(pk, "queue_depth", msg->queue_depth);
+    bad |= proto_mp_pack_kv_u64(pk, "dropped", msg->dropped);
+    bad |= proto_mp_pack_kv_u64(pk, "step", m->step);
+    bad |= proto_mp_pack_kv_u64(pk, "batch_size", m->batch_size);
+    bad |= proto_mp_pack_kv_u64(pk, "n_speculating", m->n_speculating);
+    bad |= proto_mp_pack_kv_u64(pk, "depth", m->depth);
+    bad |= proto_mp_pack_kv_u64(pk, "drafted", m->drafted);
+    bad |= proto_mp_pack_kv_u64(pk, "accepted", m->accepted);
+    bad |= proto_mp_pack_kv_u64(pk, "emitted", m->emitted);
+    bad |= proto_mp_pack_kv_u64(pk, "prefill_tokens", m->prefill_tokens);
+    bad |= proto_mp_pack_kv_u32s(pk, "drafted_at", m->drafted_at, SPEC_MAX_DEPTH);
+    bad |= proto_mp_pack_kv_u32s(pk, "accepted_at", m->accepted_at, SPEC_MAX_DEPTH);
+    bad |= proto_mp_pack_kv_f64(pk, "t_draft_ms", m->t_draft_ms);
+    bad |= proto_mp_pack_kv_f64(pk, "t_verify_ms", m->t_verify_ms);
+    bad |= proto_mp_pack_kv_f64(pk, "t_step_ms", m->t_step_ms);
+    bad |= proto_mp_pack_kv_u64(pk, "kv_blocks_used", m->kv_blocks_used);
+    bad |= proto_mp_pack_kv_u64(pk, "kv_blocks_total", m->kv_blocks_total);
+    bad |= proto_mp_pack_kv_u64(pk, "preemptions", m->preemptions);
+    bad |= proto_mp_pack_cstr(pk, "classes") || msgpack_pack_array(pk, m->n_classes);
     for (uint32_t i = 0; i < m->n_classes && !bad; i++)
         bad = pack_class(pk, &m->classes[i]);
     return bad;

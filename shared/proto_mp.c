@@ -388,3 +388,23 @@ int proto_mp_pack_u32_trimmed(msgpack_packer *pk, const uint32_t *values, size_t
         rc = msgpack_pack_uint32(pk, values[i]);
     return rc;
 }
+
+int proto_mp_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value) {
+    return proto_mp_pack_cstr(pk, key) || msgpack_pack_uint64(pk, value);
+}
+
+int proto_mp_pack_kv_bool(msgpack_packer *pk, const char *key, bool value) {
+    return proto_mp_pack_cstr(pk, key) || (value ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
+}
+
+int proto_mp_pack_kv_f64(msgpack_packer *pk, const char *key, double value) {
+    return proto_mp_pack_cstr(pk, key) || msgpack_pack_double(pk, value);
+}
+
+int proto_mp_pack_kv_str(msgpack_packer *pk, const char *key, const char *value) {
+    return proto_mp_pack_cstr(pk, key) || proto_mp_pack_cstr(pk, value);
+}
+
+int proto_mp_pack_kv_u32s(msgpack_packer *pk, const char *key, const uint32_t *values, size_t n) {
+    return proto_mp_pack_cstr(pk, key) || proto_mp_pack_u32_trimmed(pk, values, n);
+}

@@ -63,5 +63,11 @@ const char *proto_mp_type_name(msgpack_object_type type);
 int proto_mp_pack_cstr(msgpack_packer *pk, const char *s);
 // Packs u32 values[0..n) trimmed of trailing zeros (the decoder fills absent entries with 0).
 int proto_mp_pack_u32_trimmed(msgpack_packer *pk, const uint32_t *values, size_t n);
+// Pack one key and its value; nonzero on allocation failure.
+int proto_mp_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value);
+int proto_mp_pack_kv_bool(msgpack_packer *pk, const char *key, bool value);
+int proto_mp_pack_kv_f64(msgpack_packer *pk, const char *key, double value);
+int proto_mp_pack_kv_str(msgpack_packer *pk, const char *key, const char *value);
+int proto_mp_pack_kv_u32s(msgpack_packer *pk, const char *key, const uint32_t *values, size_t n);
 
 #endif

@@ -115,26 +115,23 @@ int proto_settings_validate(const struct spec_settings *s, char *err, size_t err
 
 // ---- encode / decode -------------------------------------------------------------------------
 
-static int pack_bool(msgpack_packer *pk, bool b) {
-    return b ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-}
-
+// The keys in the order of settings_fields; the map size is N_SETTINGS_FIELDS.
 static int pack_settings(msgpack_packer *pk, const struct spec_settings *s) {
-    int bad = msgpack_pack_map(pk, N_SETTINGS_FIELDS) || proto_mp_pack_cstr(pk, "version") ||
-              msgpack_pack_uint32(pk, PROTO_VERSION) || proto_mp_pack_cstr(pk, "epoch") ||
-              msgpack_pack_uint64(pk, s->epoch) || proto_mp_pack_cstr(pk, "enabled") ||
-              pack_bool(pk, s->enabled) || proto_mp_pack_cstr(pk, "depth") ||
-              msgpack_pack_uint32(pk, s->depth) || proto_mp_pack_cstr(pk, "min_depth") ||
-              msgpack_pack_uint32(pk, s->min_depth) || proto_mp_pack_cstr(pk, "max_depth") ||
-              msgpack_pack_uint32(pk, s->max_depth) || proto_mp_pack_cstr(pk, "ttl_ms") ||
-              msgpack_pack_uint32(pk, s->ttl_ms) || proto_mp_pack_cstr(pk, "classes") ||
-              msgpack_pack_array(pk, s->n_classes);
+    int bad = msgpack_pack_map(pk, N_SETTINGS_FIELDS);
+    bad |= proto_mp_pack_kv_u64(pk, "version", PROTO_VERSION);
+    bad |= proto_mp_pack_kv_u64(pk, "epoch", s->epoch);
+    bad |= proto_mp_pack_kv_bool(pk, "enabled", s->enabled);
+    bad |= proto_mp_pack_kv_u64(pk, "depth", s->depth);
+    bad |= proto_mp_pack_kv_u64(pk, "min_depth", s->min_depth);
+    bad |= proto_mp_pack_kv_u64(pk, "max_depth", s->max_depth);
+    bad |= proto_mp_pack_kv_u64(pk, "ttl_ms", s->ttl_ms);
+    bad |= proto_mp_pack_cstr(pk, "classes") || msgpack_pack_array(pk, s->n_classes);
     for (uint32_t i = 0; i < s->n_classes && !bad; i++) {
         const struct spec_class_setting *c = &s->classes[i];
-        bad = msgpack_pack_map(pk, N_CLASS_FIELDS) || proto_mp_pack_cstr(pk, "name") ||
-              proto_mp_pack_cstr(pk, c->name) || proto_mp_pack_cstr(pk, "enabled") ||
-              pack_bool(pk, c->enabled) || proto_mp_pack_cstr(pk, "depth") ||
-              msgpack_pack_uint32(pk, c->depth);
+        bad |= msgpack_pack_map(pk, N_CLASS_FIELDS);
+        bad |= proto_mp_pack_kv_str(pk, "name", c->name);
+        bad |= proto_mp_pack_kv_bool(pk, "enabled", c->enabled);
+        bad |= proto_mp_pack_kv_u64(pk, "depth", c->depth);
     }
     return bad;
 }
