@@ -157,17 +157,17 @@ static void check_matmul_type(enum ggml_dtype type, double tol) {
         }
     }
     // Quantized weights multiply activations quantized to Q8_0 (scale through fp16, values
-    // rounded half away from zero), as llama.cpp does: the reference does the same in double.
+    // rounded to nearest even), as llama.cpp does: the reference does the same in double.
     const int quantized = type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0;
     double *xr = malloc(sizeof(double) * n_in * cols);
     for (int i = 0; i < n_in * cols; i += 32) {
         double amax = 0;
         for (int j = 0; j < 32; j++)
             amax = fmax(amax, fabs(x[i + j]));
-        const float d = (float)(amax / 127.0);
-        const double dh = quant_f16_to_f32(quant_f32_to_f16(d)), id = d ? 1.0 / d : 0;
-        for (int j = 0; j < 32; j++)
-            xr[i + j] = quantized ? dh * round((float)(x[i + j] * (float)id)) : x[i + j];
+        const float d = (float)amax / 127.0f, id = amax ? 127.0f / (float)amax : 0.0f;
+        const double dh = quant_f16_to_f32(quant_f32_to_f16(d));
+        for (int j = 0; j < 32; j++) // ties to even, as ggml rounds on x86
+            xr[i + j] = quantized ? dh * nearbyint(x[i + j] * id) : x[i + j];
     }
     struct model_weight w = {type, rows, cols, rb, wdata};
     tpool *pool = tpool_new(2);

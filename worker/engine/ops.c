@@ -63,16 +63,43 @@ struct q8_row_block {
     int8_t q[QUANT_BLOCK];
 };
 
+// As ggml's quantize_row_q8_0 on x86: d = amax / 127, values x * (127 / amax) rounded to
+// nearest, ties to even.
 static void quantize_activation(const float *x, struct q8_row_block *out, int64_t n) {
     for (int64_t b = 0; b < n / QUANT_BLOCK; b++) {
         const float *v = x + b * QUANT_BLOCK;
+#if defined(__AVX2__)
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 vv[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            vv[k] = _mm256_loadu_ps(v + 8 * k);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, vv[k]));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        out[b].d = quant_f16_to_f32(quant_f32_to_f16(amax / 127.0f));
+        __m256i q32[4];
+        for (int k = 0; k < 4; k++)
+            q32[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(vv[k], _mm256_set1_ps(id)),
+                                                        _MM_FROUND_TO_NEAREST_INT));
+        // Pack 32 int32 to 32 int8, then undo the lane interleaving of the packs.
+        __m256i q16a = _mm256_packs_epi32(q32[0], q32[1]),
+                q16b = _mm256_packs_epi32(q32[2], q32[3]);
+        __m256i q8 = _mm256_packs_epi16(q16a, q16b);
+        q8 = _mm256_permutevar8x32_epi32(q8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)out[b].q, q8);
+#else
         float amax = 0.0f;
         for (int j = 0; j < QUANT_BLOCK; j++)
-            amax = fmaxf(amax, fabsf(v[j]));
-        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        out[b].d = quant_f16_to_f32(quant_f32_to_f16(d));
+            amax = fabsf(v[j]) > amax ? fabsf(v[j]) : amax;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        out[b].d = quant_f16_to_f32(quant_f32_to_f16(amax / 127.0f));
         for (int j = 0; j < QUANT_BLOCK; j++)
-            out[b].q[j] = (int8_t)roundf(v[j] * id);
+            out[b].q[j] = (int8_t)rintf(v[j] * id);
+#endif
     }
 }
 
@@ -163,10 +190,32 @@ static void dot_q8_0_rows(const uint8_t *w, const struct q8_row_block *const *xs
 }
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__)
+// One activation row: the same operations as dot_q8_0_rows with n == 1, kept in registers.
+static float dot_q8_0_one(const uint8_t *w, const struct q8_row_block *x, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, w += 34) {
+        const __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));
+        const __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].q);
+        const float dw = quant_f16_to_f32((uint16_t)(w[0] | w[1] << 8));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8_lanes(wq, xq)), _mm256_set1_ps(dw * x[b].d),
+                              acc);
+    }
+    return hsum8(acc);
+}
+#endif
+
 static void matmul_rows_q8(const struct matmul_job *j, int begin, int end) {
     const struct model_weight *w = j->w;
     const int64_t nb = w->cols / QUANT_BLOCK;
     const uint8_t *base = w->data;
+#if defined(__AVX2__) && defined(__FMA__)
+    if (w->type == GGML_TYPE_Q8_0 && j->n_in == 1) {
+        for (int r = begin; r < end; r++)
+            j->y[r] = dot_q8_0_one(base + (size_t)r * w->row_bytes, j->xq, nb);
+        return;
+    }
+#endif
     for (int r = begin; r < end; r++) {
         const uint8_t *wr = base + (size_t)r * w->row_bytes;
 #if defined(__AVX2__) && defined(__FMA__)
