@@ -169,29 +169,10 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// Q8_0 row against up to 4 activation rows at once (the weight block is loaded once). Each
-// result depends only on its own activation row: lanes accumulate block by block in a fixed
-// order, then one horizontal sum.
-static void dot_q8_0_rows(const uint8_t *w, const struct q8_row_block *const *xs, int n, int64_t nb,
-                          float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++, w += 34) {
-        const __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));
-        const float dw = quant_f16_to_f32((uint16_t)(w[0] | w[1] << 8));
-        for (int i = 0; i < n; i++) {
-            const __m256i xq = _mm256_loadu_si256((const __m256i *)xs[i][b].q);
-            const __m256 d = _mm256_set1_ps(dw * xs[i][b].d);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8_lanes(wq, xq)), d, acc[i]);
-        }
-    }
-    for (int i = 0; i < n; i++)
-        out[i] = hsum8(acc[i]);
-}
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__)
-// One activation row: the same operations as dot_q8_0_rows with n == 1, kept in registers.
+// Q8_0 row . one quantized activation row, 8 float lanes accumulated block by block.
 static float dot_q8_0_one(const uint8_t *w, const struct q8_row_block *x, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, w += 34) {
@@ -210,29 +191,16 @@ static void matmul_rows_q8(const struct matmul_job *j, int begin, int end) {
     const int64_t nb = w->cols / QUANT_BLOCK;
     const uint8_t *base = w->data;
 #if defined(__AVX2__) && defined(__FMA__)
-    if (w->type == GGML_TYPE_Q8_0 && j->n_in == 1) {
+    if (w->type == GGML_TYPE_Q8_0) { // the row stays in L1 while it meets every activation row
         for (int r = begin; r < end; r++)
-            j->y[r] = dot_q8_0_one(base + (size_t)r * w->row_bytes, j->xq, nb);
+            for (int i = 0; i < j->n_in; i++)
+                j->y[(size_t)i * w->rows + r] =
+                    dot_q8_0_one(base + (size_t)r * w->row_bytes, j->xq + i * nb, nb);
         return;
     }
 #endif
     for (int r = begin; r < end; r++) {
         const uint8_t *wr = base + (size_t)r * w->row_bytes;
-#if defined(__AVX2__) && defined(__FMA__)
-        if (w->type == GGML_TYPE_Q8_0) {
-            for (int i = 0; i < j->n_in; i += 4) {
-                const int n = j->n_in - i < 4 ? j->n_in - i : 4;
-                const struct q8_row_block *xs[4];
-                float out[4];
-                for (int t = 0; t < n; t++)
-                    xs[t] = j->xq + (i + t) * nb;
-                dot_q8_0_rows(wr, xs, n, nb, out);
-                for (int t = 0; t < n; t++)
-                    j->y[(size_t)(i + t) * w->rows + r] = out[t];
-            }
-            continue;
-        }
-#endif
         for (int i = 0; i < j->n_in; i++)
             j->y[(size_t)i * w->rows + r] = w->type == GGML_TYPE_Q8_0
                                                 ? dot_q8_0_q8(wr, j->xq + i * nb, nb)
