@@ -141,6 +141,14 @@ void rq_result_clear(struct rq_result *r); // frees what rq_get_result() filled;
 // (nothing written: call again later), SPECD_ERR_*.
 int rq_finish(rq *q, const struct rq_delivery *d, const struct rq_result *r);
 
+// What this handle did on its own while reading jobs (for logs and metrics).
+struct rq_counters {
+    uint64_t malformed;   // entries that failed job_parse and went to dead letter
+    uint64_t poisoned;    // jobs dead-lettered for exceeding max_deliveries
+    uint64_t dead_letter; // every dead-letter entry written (the two above and rq_dead_letter)
+};
+void rq_get_counters(const rq *q, struct rq_counters *out);
+
 // Sends the job to dead letter: XADD dead * id <id> entry <entry id> reason <reason> fields
 // <json of the job's fields>, plus an `error` result (so a waiting producer learns the reason)
 // unless a `done` result exists, then XACK. Returns SPECD_OK, RQ_SOFT_DISCONNECTED, SPECD_ERR_*.

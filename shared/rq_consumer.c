@@ -130,9 +130,11 @@ static int rq_dead_letter_fields(rq *q, const char *entry_id, const struct job_f
     rq_args_free(&a);
     free(json);
     freeReplyObject(r);
-    if (rc == SPECD_OK)
+    if (rc == SPECD_OK) {
+        q->counters.dead_letter++;
         LOG_WARN("rq_dead_letter id=%.*s entry=%s reason=\"%s\"", (int)id_len, id, entry_id,
                  reason);
+    }
     return rc;
 }
 
@@ -190,6 +192,7 @@ static int rq_take_entry(rq *q, const redisReply *e, long long count, struct rq_
     if (rc == SPECD_ERR_FORMAT) {
         rc = rq_dead_letter_fields(q, id->str, f, n, reason);
         free(f);
+        q->counters.malformed += rc == SPECD_OK;
         return rc == SPECD_OK ? SPECD_SOFT_EMPTY : rc;
     }
     free(f);
@@ -317,6 +320,7 @@ static int rq_take_claimed(rq *q, const redisReply *e, struct rq_delivery *d) {
             return rq_set_error(q, SPECD_ERR_NOMEM, "out of memory");
         rc = rq_dead_letter_fields(q, id, f, n, reason);
         free(f);
+        q->counters.poisoned += rc == SPECD_OK;
         return rc == SPECD_OK ? SPECD_SOFT_EMPTY : rc;
     }
     return rq_take_entry(q, e, count, d);
@@ -419,4 +423,8 @@ int rq_touch(rq *q, const char *const *entry_ids, size_t n) {
     rq_args_free(&a);
     freeReplyObject(r);
     return rc;
+}
+
+void rq_get_counters(const rq *q, struct rq_counters *out) {
+    *out = q->counters;
 }

@@ -22,6 +22,7 @@ struct rq {
     char claim_cursor[RQ_ID_MAX];         // XAUTOCLAIM cursor
     char conn_err[256];                   // why the last connect failed
     char err[512];                        // rq_last_error()
+    struct rq_counters counters;          // rq_get_counters()
 };
 
 // A growable command argument list for redisCommandArgv. Strings added with rq_args_add()

@@ -384,10 +384,6 @@ def test_malformed_jobs_dead_lettered_good_jobs_served(procs, redis_server, tmp_
     assert int(m.group(1)) == len(good) + len(more)
 
 
-@pytest.mark.xfail(reason="no worker counter counts malformed jobs: worker_exit's jobs_dead "
-                          "(worker.h struct worker_stats) counts only jobs the worker itself "
-                          "dead-letters after parsing; malformed ones are dead-lettered inside "
-                          "rq_read() (shared/rq.h), which exposes no count", strict=False)
 def test_malformed_jobs_counted_by_worker(procs, redis_server, tmp_path):
     need_model()
     w = start_worker(procs, redis_server, "w1")
@@ -401,8 +397,8 @@ def test_malformed_jobs_counted_by_worker(procs, redis_server, tmp_path):
     wait_for(lambda: r.xlen(DEAD) >= 3, 20, what="3 dead letters")
     assert w.stop() == 0, w.text()[-2000:]
     exit_line = [ln for ln in w.text().splitlines() if "worker_exit" in ln][-1]
-    counted = sum(int(v) for v in re.findall(r"jobs_(?:dead|malformed)=(\d+)", exit_line))
-    assert counted >= 3, exit_line
+    malformed = re.search(r"jobs_malformed=(\d+)", exit_line)
+    assert malformed and int(malformed.group(1)) == 3, exit_line
 
 
 def http(port, method, path, body=None, token=None):

@@ -548,6 +548,10 @@ TEST(test_max_deliveries_goes_to_dead_letter) {
     CHECK(rq_claim(w[2], 1, &d, &n) == SPECD_SOFT_EMPTY); // delivery 3 > 2: dead letter
     CHECK_EQ_INT(n, 0);
     CHECK_EQ_INT(pending("t8:"), 0);
+    struct rq_counters counters;
+    rq_get_counters(w[2], &counters);
+    CHECK_EQ_INT(counters.poisoned, 1);
+    CHECK_EQ_INT(counters.malformed, 0);
     redisReply *r = raw("XRANGE t8:jobs:dead - +");
     REQUIRE(r && r->elements == 1);
     check_dead_entry(r->element[0], "poison", entry, "delivered 3 times", "evil prompt");
@@ -610,6 +614,11 @@ TEST(test_malformed_jobs_dead_letter_and_consumer_carries_on) {
     struct rq_result res = make_result("ok");
     CHECK(rq_finish(q, &d[0], &res) == SPECD_OK);
     rq_delivery_clear(&d[0]);
+    struct rq_counters counters;
+    rq_get_counters(q, &counters);
+    CHECK_EQ_INT(counters.malformed, 4);
+    CHECK_EQ_INT(counters.poisoned, 0);
+    CHECK_EQ_INT(counters.dead_letter, 4);
     rq_free(q);
 }
 

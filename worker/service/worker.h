@@ -30,6 +30,8 @@ struct worker_stats {
     uint64_t jobs_done;      // result written (status done or error), acked
     uint64_t jobs_duplicate; // rq_finish found a `done` result already (only acked)
     uint64_t jobs_dead;      // sent to dead letter by this worker (prompt too long, ...)
+    uint64_t jobs_malformed; // entries that failed to parse, dead-lettered while reading
+    uint64_t jobs_poisoned;  // jobs dead-lettered for exceeding max_deliveries
     uint64_t jobs_abandoned; // left pending at exit (drain timeout) for another worker
     uint64_t write_retries;  // result / delta / dead-letter writes retried after a failure
     uint64_t steps;          // engine steps

@@ -202,6 +202,10 @@ void worker_get_stats(const worker *w, struct worker_stats *out) {
     out->settings_stale = ss.stale;
     out->settings_malformed = ss.malformed;
     out->settings_fallbacks = ss.fallbacks;
+    struct rq_counters rc;
+    rq_get_counters(w->q, &rc);
+    out->jobs_malformed = rc.malformed;
+    out->jobs_poisoned = rc.poisoned;
 }
 
 // ---- the loop

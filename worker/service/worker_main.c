@@ -60,11 +60,13 @@ int worker_main(int argc, char **argv) {
     worker_for_signals = NULL;
     struct worker_stats st;
     worker_get_stats(w, &st);
-    LOG_INFO("worker_exit id=%s jobs_started=%llu jobs_done=%llu jobs_dead=%llu abandoned=%llu "
+    LOG_INFO("worker_exit id=%s jobs_started=%llu jobs_done=%llu jobs_dead=%llu "
+             "jobs_malformed=%llu jobs_poisoned=%llu abandoned=%llu "
              "steps=%llu metrics_sent=%llu metrics_dropped=%llu settings_applied=%llu "
              "settings_malformed=%llu fallbacks=%llu",
              worker_get_id(w), (unsigned long long)st.jobs_started,
              (unsigned long long)st.jobs_done, (unsigned long long)st.jobs_dead,
+             (unsigned long long)st.jobs_malformed, (unsigned long long)st.jobs_poisoned,
              (unsigned long long)st.jobs_abandoned, (unsigned long long)st.steps,
              (unsigned long long)st.metrics_sent, (unsigned long long)st.metrics_dropped,
              (unsigned long long)st.settings_applied, (unsigned long long)st.settings_malformed,
