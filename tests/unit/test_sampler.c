@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "shared/status.h"
+#include "tests/support/stats.h"
 #include "tests/test.h"
 #include "worker/engine/rng.h"
 #include "worker/engine/sampler.h"
@@ -16,69 +17,8 @@
 
 // ---- chi-square -------------------------------------------------------------------------------
 
-// Regularized upper incomplete gamma Q(a, x) (series / Lentz continued fraction), double.
-static double gamma_q(double a, double x) {
-    if (x <= 0.0)
-        return 1.0;
-    double log_front = -x + a * log(x) - lgamma(a);
-    if (x < a + 1.0) {
-        double ap = a, term = 1.0 / a, sum = term;
-        for (int n = 0; n < 100000 && fabs(term) > fabs(sum) * 1e-16; n++) {
-            ap += 1.0;
-            term *= x / ap;
-            sum += term;
-        }
-        return 1.0 - sum * exp(log_front);
-    }
-    double b = x + 1.0 - a, c = 1e300, d = 1.0 / b, h = d;
-    for (int i = 1; i < 100000; i++) {
-        double an = -i * (i - a);
-        b += 2.0;
-        d = an * d + b;
-        if (fabs(d) < 1e-300)
-            d = 1e-300;
-        c = b + an / c;
-        if (fabs(c) < 1e-300)
-            c = 1e-300;
-        d = 1.0 / d;
-        double del = d * c;
-        h *= del;
-        if (fabs(del - 1.0) < 1e-16)
-            break;
-    }
-    return exp(log_front) * h;
-}
-
 static double chi2_sf(double stat, int df) {
-    return gamma_q(0.5 * df, 0.5 * stat);
-}
-
-// Pearson chi-square p-value of counts obs[0..cells) over n draws against prob[] (sum 1). Cells
-// with expected count < 5 are pooled into one. *impossible gets the draws that fell in cells of
-// probability 0.
-static double chi2_pvalue(const long *obs, const double *prob, int cells, long n,
-                          long *impossible) {
-    double stat = 0.0, pool_e = 0.0;
-    long pool_o = 0;
-    int used = 0;
-    *impossible = 0;
-    for (int i = 0; i < cells; i++) {
-        double e = prob[i] * (double)n;
-        if (prob[i] <= 0.0) {
-            *impossible += obs[i];
-        } else if (e < 5.0) {
-            pool_e += e;
-            pool_o += obs[i];
-        } else {
-            stat += (obs[i] - e) * (obs[i] - e) / e;
-            used++;
-        }
-    }
-    if (pool_e > 0.0) {
-        stat += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
-        used++;
-    }
-    return used > 1 ? chi2_sf(stat, used - 1) : 1.0;
+    return stats_gamma_q(0.5 * df, 0.5 * stat);
 }
 
 TEST(chi2_reference_values) {
@@ -147,7 +87,7 @@ TEST(rng_uniform_range_and_determinism) {
     for (int i = 0; i < 16; i++)
         prob[i] = 1.0 / 16;
     long impossible;
-    double pv = chi2_pvalue(bins, prob, 16, n, &impossible);
+    double pv = stats_chi2_pvalue(bins, prob, 16, n, &impossible);
     fprintf(stderr, "  uniform 16 bins: p-value %.4f\n", pv);
     CHECK(pv >= 1e-4);
 }
@@ -494,8 +434,8 @@ TEST(sample_frequencies_match_probs) {
         obs_w[sampler_sample(scaled, n, &r)]++;
     }
     long impossible, impossible_w;
-    double pv = chi2_pvalue(obs, prob, n, draws, &impossible);
-    double pv_w = chi2_pvalue(obs_w, prob, n, draws, &impossible_w);
+    double pv = stats_chi2_pvalue(obs, prob, n, draws, &impossible);
+    double pv_w = stats_chi2_pvalue(obs_w, prob, n, draws, &impossible_w);
     fprintf(stderr, "  chi-square p-values: %.4f (probs), %.4f (scaled weights)\n", pv, pv_w);
     CHECK(pv >= 1e-4);
     CHECK(pv_w >= 1e-4);
@@ -511,7 +451,7 @@ TEST(sample_frequencies_match_probs) {
         wrong[i] = prob[i];
     wrong[a] -= 0.01;
     wrong[b] += 0.01;
-    double pv_wrong = chi2_pvalue(obs, wrong, n, draws, &impossible);
+    double pv_wrong = stats_chi2_pvalue(obs, wrong, n, draws, &impossible);
     fprintf(stderr, "  against a 1%%-shifted distribution: p-value %.3g\n", pv_wrong);
     CHECK(pv_wrong < 1e-4);
     sampler_free(s);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "shared/status.h"
+#include "tests/support/stats.h"
 #include "tests/test.h"
 #include "worker/engine/rng.h"
 #include "worker/engine/sampler.h"
@@ -26,72 +27,12 @@
 
 // ---- chi-square -------------------------------------------------------------------------------
 
-// Regularized upper incomplete gamma Q(a, x) (series / Lentz continued fraction), double.
-static double gamma_q(double a, double x) {
-    if (x <= 0.0)
-        return 1.0;
-    double log_front = -x + a * log(x) - lgamma(a);
-    if (x < a + 1.0) {
-        double ap = a, term = 1.0 / a, sum = term;
-        for (int n = 0; n < 100000 && fabs(term) > fabs(sum) * 1e-16; n++) {
-            ap += 1.0;
-            term *= x / ap;
-            sum += term;
-        }
-        return 1.0 - sum * exp(log_front);
-    }
-    double b = x + 1.0 - a, c = 1e300, d = 1.0 / b, h = d;
-    for (int i = 1; i < 100000; i++) {
-        double an = -i * (i - a);
-        b += 2.0;
-        d = an * d + b;
-        if (fabs(d) < 1e-300)
-            d = 1e-300;
-        c = b + an / c;
-        if (fabs(c) < 1e-300)
-            c = 1e-300;
-        d = 1.0 / d;
-        double del = d * c;
-        h *= del;
-        if (fabs(del - 1.0) < 1e-16)
-            break;
-    }
-    return exp(log_front) * h;
-}
-
-// Pearson chi-square p-value of obs[0..cells) over n draws against prob[] (sum 1); cells with
-// expected count < 5 are pooled. *impossible gets the draws in cells of probability 0.
-static double chi2_pvalue(const long *obs, const double *prob, int cells, long n,
-                          long *impossible) {
-    double stat = 0.0, pool_e = 0.0;
-    long pool_o = 0;
-    int used = 0;
-    *impossible = 0;
-    for (int i = 0; i < cells; i++) {
-        double e = prob[i] * (double)n;
-        if (prob[i] <= 0.0) {
-            *impossible += obs[i];
-        } else if (e < 5.0) {
-            pool_e += e;
-            pool_o += obs[i];
-        } else {
-            stat += (obs[i] - e) * (obs[i] - e) / e;
-            used++;
-        }
-    }
-    if (pool_e > 0.0) {
-        stat += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
-        used++;
-    }
-    return used > 1 ? gamma_q(0.5 * (used - 1), 0.5 * stat) : 1.0;
-}
-
 TEST(chi2_reference_values) {
     for (double x = 0.1; x < 60.0; x *= 1.7) { // df 2: exp(-x/2); df 1: erfc(sqrt(x/2))
-        CHECK_NEAR(gamma_q(1.0, x / 2), exp(-x / 2), 1e-12 + 1e-9 * exp(-x / 2));
-        CHECK_NEAR(gamma_q(0.5, x / 2), erfc(sqrt(x / 2)), 1e-12 + 1e-9 * erfc(sqrt(x / 2)));
+        CHECK_NEAR(stats_gamma_q(1.0, x / 2), exp(-x / 2), 1e-12 + 1e-9 * exp(-x / 2));
+        CHECK_NEAR(stats_gamma_q(0.5, x / 2), erfc(sqrt(x / 2)), 1e-12 + 1e-9 * erfc(sqrt(x / 2)));
     }
-    CHECK_NEAR(gamma_q(5.0, 18.307038 / 2), 0.05, 1e-6); // chi2(10) upper 5% point
+    CHECK_NEAR(stats_gamma_q(5.0, 18.307038 / 2), 0.05, 1e-6); // chi2(10) upper 5% point
 }
 
 // ---- toy models -------------------------------------------------------------------------------
@@ -328,8 +269,8 @@ static int run_scenario(const struct scenario *sc, accept_rule rule, long runs, 
             joint[a * V + b] = p0[a] * p1[b];
     }
     long imp_first, imp_joint;
-    v->p_first = chi2_pvalue(c.first, p0, V, runs, &imp_first);
-    v->p_joint = chi2_pvalue(c.joint, joint, V * V, runs, &imp_joint);
+    v->p_first = stats_chi2_pvalue(c.first, p0, V, runs, &imp_first);
+    v->p_joint = stats_chi2_pvalue(c.joint, joint, V * V, runs, &imp_joint);
     v->impossible = imp_first + imp_joint;
     // Acceptance of d[0] at the first step: sum_x min(p0, q0) for a sampled proposer; p0(d0)
     // for a fixed one (the first draft does not depend on the rng).
