@@ -241,9 +241,9 @@ int llama_model_load(const char *path, llama_model **out, char *err, size_t err_
     *out = NULL;
     gguf_file *f = NULL;
     char why[512];
-    int rc = gguf_open(path, NULL, &f, why, sizeof why);
+    int rc = gguf_open(path, NULL, &f, err, err_size); // its message names the file
     if (rc)
-        return specd_fail(err, err_size, rc, "%s: %s", path, why);
+        return rc;
     rc = llama_model_from_gguf(f, out, why, sizeof why);
     if (rc) {
         gguf_free(f);
