@@ -10,7 +10,7 @@ fi
 
 packages=(
     build-essential make pkg-config git ca-certificates
-    clang llvm clang-format           # libFuzzer (make fuzz), format check
+    clang llvm libclang-rt-dev clang-format   # libFuzzer runtime (make fuzz), format check
     libzmq3-dev libmsgpack-dev libhiredis-dev libmicrohttpd-dev
     libyaml-dev libcjson-dev libxxhash-dev libpcre2-dev
     redis-server                      # tests start private servers on free ports
