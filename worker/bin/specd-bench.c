@@ -82,12 +82,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o) {
                                         {"temp", required_argument, 0, OPT_TEMP},
                                         {"help", no_argument, 0, 'h'}};
     struct option all[64];
-    int n = 0;
-    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
-        all[n++] = own[i];
-    for (int i = 0; cli_engine_options[i].name; i++)
-        all[n++] = cli_engine_options[i];
-    memset(&all[n], 0, sizeof all[n]);
+    cli_engine_merge_options(own, (int)(sizeof own / sizeof own[0]), all,
+                             (int)(sizeof all / sizeof all[0]));
     int c;
     long v;
     double f;

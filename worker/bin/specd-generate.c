@@ -92,12 +92,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
                                         {"help", no_argument, 0, 'h'}};
     enum { N_OWN = sizeof own / sizeof own[0] };
     struct option all[N_OWN + 32];
-    int n = 0;
-    for (int i = 0; i < N_OWN; i++)
-        all[n++] = own[i];
-    for (int i = 0; cli_engine_options[i].name; i++)
-        all[n++] = cli_engine_options[i];
-    memset(&all[n], 0, sizeof all[n]);
+    cli_engine_merge_options(own, N_OWN, all, (int)(sizeof all / sizeof all[0]));
     int c;
     long v;
     double f;

@@ -36,6 +36,16 @@ const struct option cli_engine_options[] = {
     {0, 0, 0, 0},
 };
 
+int cli_engine_merge_options(const struct option *own, int n_own, struct option *all, int cap) {
+    int n = 0;
+    for (int i = 0; i < n_own && n < cap - 1; i++)
+        all[n++] = own[i];
+    for (int i = 0; cli_engine_options[i].name && n < cap - 1; i++)
+        all[n++] = cli_engine_options[i];
+    memset(&all[n], 0, sizeof all[n]);
+    return n;
+}
+
 void cli_engine_usage(FILE *to) {
     fprintf(to,
             "model and speculation:\n"

@@ -15,6 +15,10 @@
 extern const struct option cli_engine_options[];
 #define CLI_ENGINE_SHORT "m:d:t:"
 
+// Fills all[] with the program's own options followed by the shared ones and a zero entry.
+// cap must be at least n_own + 32. Returns the number of entries before the zero entry.
+int cli_engine_merge_options(const struct option *own, int n_own, struct option *all, int cap);
+
 // Applies option `opt` with argument `arg` to *p. Returns 1 when the option was one of the
 // shared ones, 0 when it is not, -1 (message printed to stderr) on a bad value.
 int cli_engine_option(int opt, const char *arg, struct engine_params *p, const char *prog);
