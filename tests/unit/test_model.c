@@ -1,5 +1,6 @@
 // The CPU backend against llama.cpp: greedy continuations of ../shared/refs, token for token, and
 // the first position's top-5 logits. Also the model loader's rejections.
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -69,10 +70,12 @@ static int greedy(backend *be, const int32_t *prompt, int n_prompt, int n_gen, i
     return greedy_ref(be, prompt, n_prompt, n_gen, chunk, out, first_logits, NULL, NULL);
 }
 
-// llama.cpp's CPU arithmetic is reproduced closely but not bit for bit (see docs/numerics.md):
-// where a greedy continuation leaves llama.cpp's within the first MATCH_TOKENS tokens, the two
-// candidates must be a near-tie in our logits (the reference token within NEAR_TIE of the top).
-// F32 models (stories260K) must agree exactly on the first MATCH_TOKENS tokens.
+// llama.cpp's CPU arithmetic is reproduced closely but not bit for bit, and llama.cpp itself does
+// not reproduce the Q8_0 refs (tools/llama-ref/check.sh: 19/20 and 15/20 prompts, top-5 logits off
+// by up to 0.135; see docs/numerics.md). So: where a greedy continuation leaves the refs within
+// the first MATCH_TOKENS tokens, the two candidates must be a near-tie in our logits (the
+// reference token within NEAR_TIE of the top). F32 models (stories260K) must agree exactly on the
+// first MATCH_TOKENS tokens.
 #define NEAR_TIE 0.25f
 
 static void check_refs(const char *model_file, const char *refs_file, bool exact) {
@@ -96,6 +99,7 @@ static void check_refs(const char *model_file, const char *refs_file, bool exact
     const int n_vocab = llama_model_hparams(m)->n_vocab;
     float *first = malloc(sizeof(float) * n_vocab);
     int total_match = 0, total = 0, full = 0;
+    double sq = 0, worst = 0;
     for (int c = 0; c < n; c++) {
         int32_t out[64];
         float gap;
@@ -115,11 +119,17 @@ static void check_refs(const char *model_file, const char *refs_file, bool exact
         if (same < MATCH_TOKENS && same < n_gen && (exact || gap > NEAR_TIE))
             TEST_FAIL_AT(__FILE__, __LINE__, "%s case %d: diverges at token %d, gap %.3f",
                          refs_file, c, same, gap);
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < 5; i++) {
+            double d = fabs(first[cases[c].top5_ids[i]] - cases[c].top5_logits[i]);
+            sq += d * d;
+            worst = d > worst ? d : worst;
             CHECK_NEAR(first[cases[c].top5_ids[i]], cases[c].top5_logits[i], exact ? 0.01 : 0.15);
+        }
     }
-    fprintf(stderr, "  %s: %d of %d prompts agree on the first %d tokens; %d of %d tokens\n",
-            refs_file, full, n, MATCH_TOKENS, total_match, total);
+    fprintf(stderr,
+            "  %s: %d of %d prompts agree on the first %d tokens; %d of %d tokens; first-position "
+            "top-5 logits differ by %.4f rms, %.4f max\n",
+            refs_file, full, n, MATCH_TOKENS, total_match, total, sqrt(sq / (5.0 * n)), worst);
     free(first);
     backend_free(be);
     refs_free(cases, n);
