@@ -65,6 +65,8 @@ struct rq_params {
     uint64_t seed;           // seeds the backoff jitter (0)
     long long done_maxlen;   // XADD MAXLEN ~ for the done and dead streams (100000)
     int delete_acked;        // 1: XDEL job entries once acked, so the jobs stream stays small
+    long long prune_idle_ms; // rq_fetch() removes consumers idle this long that hold no job
+                             // (3600000; 0: never), see rq_prune_consumers()
     struct job_params job;   // job validation limits (job_default_params())
 };
 
@@ -112,6 +114,7 @@ int rq_read(rq *q, size_t room, int block_ms, struct rq_delivery *out, size_t *n
 int rq_claim(rq *q, size_t room, struct rq_delivery *out, size_t *n_out);
 
 // rq_claim() when due (at most every claim_idle_ms / 4), then rq_read() for the room left.
+// Also rq_prune_consumers(prune_idle_ms) at most every prune_idle_ms / 4 (errors only logged).
 int rq_fetch(rq *q, size_t room, int block_ms, struct rq_delivery *out, size_t *n_out);
 
 // Resets the idle time of jobs this worker still works on, so that no other consumer reclaims
@@ -148,6 +151,16 @@ struct rq_counters {
     uint64_t dead_letter; // every dead-letter entry written (the two above and rq_dead_letter)
 };
 void rq_get_counters(const rq *q, struct rq_counters *out);
+
+// Consumers that are gone. Each worker process is a consumer ("<host>-<pid>" by default), so
+// restarts add consumers to the group that nobody removes. Both calls check and delete in one
+// Lua script and never remove a consumer that still holds a pending job (its jobs are reclaimed by
+// XAUTOCLAIM first). *removed (may be NULL) receives how many were removed.
+// rq_prune_consumers(): every other consumer of the group that holds nothing and has been idle at
+// least idle_ms. rq_retire(): this consumer, if it holds nothing (call it on a clean shutdown).
+// Return SPECD_OK, RQ_SOFT_DISCONNECTED, SPECD_ERR_IO (Redis error), SPECD_ERR_INVALID.
+int rq_prune_consumers(rq *q, long long idle_ms, int *removed);
+int rq_retire(rq *q, int *removed);
 
 // Sends the job to dead letter: XADD dead * id <id> entry <entry id> reason <reason> fields
 // <json of the job's fields>, plus an `error` result (so a waiting producer learns the reason)

@@ -37,6 +37,7 @@ struct rq_params rq_default_params(void) {
         .seed = 0,
         .done_maxlen = 100000,
         .delete_acked = 1,
+        .prune_idle_ms = 3600000,
         .job = job_default_params(),
     };
     return p;
@@ -148,6 +149,8 @@ static int rq_check_params(const struct rq_params *p, char *err, size_t err_size
         bad = "block_ms must be >= 0 and the timeouts >= 1";
     else if (p->backoff_min_ms < 1 || p->backoff_max_ms < p->backoff_min_ms)
         bad = "need 1 <= backoff_min_ms <= backoff_max_ms";
+    else if (p->prune_idle_ms < 0)
+        bad = "prune_idle_ms must be >= 0 (0: never prune)";
     else if (p->done_maxlen < 1)
         bad = "done_maxlen must be >= 1";
     if (bad)
@@ -425,7 +428,9 @@ int rq_command(rq *q, struct rq_args *cmd, int block_ms, int keep_errors, redisR
 // ---- Lua scripts -------------------------------------------------------------------------------
 
 static int rq_load_script(rq *q, enum rq_script script) {
-    const char *src = script == RQ_SCRIPT_FINISH ? rq_script_finish_src : rq_script_dead_src;
+    static const char *const sources[RQ_SCRIPT_COUNT] = {rq_script_finish_src, rq_script_dead_src,
+                                                         rq_script_prune_src};
+    const char *src = sources[script];
     struct rq_args a;
     rq_args_init(&a);
     rq_args_str(&a, "SCRIPT");

@@ -394,6 +394,11 @@ int rq_fetch(rq *q, size_t room, int block_ms, struct rq_delivery *out, size_t *
         if (rc != SPECD_OK && rc != SPECD_SOFT_EMPTY && rc != RQ_SOFT_DISCONNECTED)
             return *n_out = n, rc;
     }
+    if (q->p.prune_idle_ms > 0 && now >= q->next_prune_ms && q->ctx) {
+        q->next_prune_ms = now + (q->p.prune_idle_ms / 4 > 1000 ? q->p.prune_idle_ms / 4 : 1000);
+        if (rq_prune_consumers(q, q->p.prune_idle_ms, NULL) != SPECD_OK)
+            LOG_WARN("rq_prune_failed error=\"%s\"", rq_last_error(q));
+    }
     if (n < room) {
         size_t m = 0;
         rc = rq_read(q, room - n, n > 0 ? 0 : block_ms, out + n, &m);

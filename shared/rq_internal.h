@@ -6,7 +6,7 @@
 
 #include <hiredis/hiredis.h>
 
-enum rq_script { RQ_SCRIPT_FINISH = 0, RQ_SCRIPT_DEAD = 1, RQ_SCRIPT_COUNT };
+enum rq_script { RQ_SCRIPT_FINISH = 0, RQ_SCRIPT_DEAD = 1, RQ_SCRIPT_PRUNE = 2, RQ_SCRIPT_COUNT };
 
 struct rq {
     struct rq_params p; // string fields point to the owned copies below
@@ -19,6 +19,7 @@ struct rq {
     int backoff_attempt;                  // failed connects since the last success
     double retry_at_ms;                   // monotonic time of the next automatic connect attempt
     double next_claim_ms;                 // monotonic time of the next rq_claim() from rq_fetch()
+    double next_prune_ms;                 // monotonic time of the next consumer prune
     char claim_cursor[RQ_ID_MAX];         // XAUTOCLAIM cursor
     char conn_err[256];                   // why the last connect failed
     char err[512];                        // rq_last_error()
@@ -67,6 +68,7 @@ int rq_key(const rq *q, const char *middle, const char *job_id, char *buf, size_
 // Lua sources.
 extern const char rq_script_finish_src[];
 extern const char rq_script_dead_src[];
+extern const char rq_script_prune_src[];
 
 // Consumer helpers.
 int rq_ensure_group(rq *q);

@@ -947,6 +947,86 @@ TEST(test_redis_restart_reconnects) {
     redis_server_stop(&s);
 }
 
+// Number of consumers in the group and whether `name` is one of them.
+static int consumers(const char *prefix, const char *name, int *found) {
+    redisReply *r = raw("XINFO CONSUMERS %sjobs specd-workers", prefix);
+    int n = r && r->type == REDIS_REPLY_ARRAY ? (int)r->elements : -1;
+    *found = 0;
+    for (int i = 0; i < n; i++) {
+        const char *cname = field_of(r->element[i], "name");
+        *found |= cname && strcmp(cname, name) == 0;
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+TEST(test_prune_removes_only_consumers_that_hold_nothing) {
+    NEED_SERVER();
+    rq *a = open_rq("t20:", "alive");
+    rq *b = open_rq("t20:", "busy-dead");
+    rq *c = open_rq("t20:", "idle-dead");
+    REQUIRE(a && b && c);
+    REQUIRE(submit(a, "held", "p", 0, NULL) == SPECD_OK);
+    struct rq_delivery d;
+    size_t n;
+    REQUIRE(rq_read(b, 1, 0, &d, &n) == SPECD_OK); // busy-dead holds the job
+    rq_delivery_clear(&d);
+    CHECK(rq_read(c, 1, 0, &d, &n) == SPECD_SOFT_EMPTY);
+    freeReplyObject(raw("XGROUP CREATECONSUMER t20:jobs specd-workers idle-dead")); // holds nothing
+    rq_free(b);
+    rq_free(c);
+    int found = 0;
+    CHECK_EQ_INT(consumers("t20:", "idle-dead", &found), 2); // "alive" has not read yet
+    CHECK(found);
+
+    int removed = -1;
+    REQUIRE(rq_prune_consumers(a, 60000, &removed) == SPECD_OK); // nobody idle for a minute
+    CHECK_EQ_INT(removed, 0);
+    sleep_ms(50);
+    REQUIRE(rq_prune_consumers(a, 20, &removed) == SPECD_OK);
+    CHECK_EQ_INT(removed, 1); // idle-dead; not busy-dead (holds a job), not alive (itself)
+    CHECK_EQ_INT(consumers("t20:", "idle-dead", &found), 1);
+    CHECK(!found);
+    CHECK_EQ_INT(pending("t20:"), 1); // the job is still pending and can be reclaimed
+
+    sleep_ms(150); // claim_idle_ms is 100
+    REQUIRE(rq_claim(a, 1, &d, &n) == SPECD_OK);
+    REQUIRE(rq_prune_consumers(a, 20, &removed) == SPECD_OK);
+    CHECK_EQ_INT(removed, 1); // busy-dead, now that its job moved to alive
+    REQUIRE(rq_retire(a, &removed) == SPECD_OK);
+    CHECK_EQ_INT(removed, 0); // alive holds the job: it stays
+    struct rq_result res = make_result("ok");
+    REQUIRE(rq_finish(a, &d, &res) == SPECD_OK);
+    rq_delivery_clear(&d);
+    REQUIRE(rq_retire(a, &removed) == SPECD_OK);
+    CHECK_EQ_INT(removed, 1);
+    CHECK_EQ_INT(consumers("t20:", "alive", &found), 0);
+    rq_free(a);
+}
+
+TEST(test_fetch_prunes_gone_consumers) {
+    NEED_SERVER();
+    rq *gone = open_rq("t21:", "gone");
+    REQUIRE(gone);
+    struct rq_delivery d[2];
+    size_t n;
+    CHECK(rq_read(gone, 1, 0, d, &n) == SPECD_SOFT_EMPTY); // creates the group
+    freeReplyObject(raw("XGROUP CREATECONSUMER t21:jobs specd-workers gone"));
+    rq_free(gone);
+    sleep_ms(60);
+    struct rq_params p = params_for(srv.port, "t21:", "live");
+    p.prune_idle_ms = 50;
+    char err[256];
+    rq *live = rq_new(&p, err, sizeof err);
+    REQUIRE(live);
+    int found = 0;
+    CHECK_EQ_INT(consumers("t21:", "gone", &found), 1);
+    CHECK(rq_fetch(live, 2, 0, d, &n) == SPECD_SOFT_EMPTY);
+    CHECK(consumers("t21:", "gone", &found) >= 0); // "live" appears only once it reads a job
+    CHECK(!found);
+    rq_free(live);
+}
+
 int main(int argc, char **argv) {
     TEST_MAIN_BEGIN(argc, argv);
     log_set_level(LOG_LEVEL_ERROR); // the tests provoke warnings on purpose
@@ -975,6 +1055,8 @@ int main(int argc, char **argv) {
     TEST_RUN(test_bad_params);
     TEST_RUN(test_reconnect_backoff_schedule);
     TEST_RUN(test_redis_restart_reconnects);
+    TEST_RUN(test_prune_removes_only_consumers_that_hold_nothing);
+    TEST_RUN(test_fetch_prunes_gone_consumers);
     if (raw_ctx)
         redisFree(raw_ctx);
     redis_server_stop(&srv);

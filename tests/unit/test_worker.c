@@ -945,6 +945,9 @@ TEST(sigterm_finishes_held_jobs_and_exits_0) {
     kill(pid, SIGTERM);
     CHECK_EQ_INT(reap(pid, 20000), 0);
     CHECK_EQ_INT(pending(prefix), 0); // nothing held was left behind
+    redisReply *c = raw("XINFO CONSUMERS %sjobs specd-workers", prefix);
+    CHECK(c && c->type == REDIS_REPLY_ARRAY && c->elements == 0); // it retired its consumer
+    freeReplyObject(c);
     int results = 0;
     for (int i = 0; i < 4; i++) {
         redisReply *h = raw("HGETALL %sresult:%s", prefix, ids[i]);
@@ -976,6 +979,9 @@ TEST(sigterm_drain_timeout_leaves_jobs_pending_for_another_worker) {
     CHECK_EQ_INT(reap(pid, 10000), 0);
     CHECK(clock_now_ms() - t0 < 2000);
     CHECK_EQ_INT(pending(prefix), 1); // not acked
+    redisReply *cs = raw("XINFO CONSUMERS %sjobs specd-workers", prefix);
+    CHECK(cs && cs->type == REDIS_REPLY_ARRAY && cs->elements == 1); // kept: it holds the job
+    freeReplyObject(cs);
     CHECK_EQ_INT(raw_int("EXISTS %sresult:slow", prefix), 0);
     // Another worker (the tiny model, so it is quick) reclaims it and finishes it.
     sleep_ms(120);

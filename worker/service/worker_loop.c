@@ -289,5 +289,12 @@ int worker_run(worker *w) {
     const int left = worker_abandon_all(w);
     LOG_INFO("drain_done id=%s abandoned=%d jobs_done=%llu", w->id, left,
              (unsigned long long)w->stats.jobs_done);
+    // Leave the consumer group tidy. A consumer still holding abandoned jobs stays until other
+    // workers have reclaimed them and pruned it (rq_prune_consumers via rq_fetch).
+    int removed = 0;
+    if (rq_retire(w->q, &removed) != SPECD_OK)
+        LOG_WARN("consumer_retire_failed error=\"%s\"", rq_last_error(w->q));
+    else if (removed)
+        LOG_INFO("consumer_retired id=%s", w->id);
     return SPECD_OK;
 }
